@@ -1,0 +1,105 @@
+"""Class-balanced batch samplers (P classes x K images), as in the official code, DDP-aware.
+
+A *global* batch is P groups of K images of one class each. Under DDP the global batch is
+cut into whole groups, ``P / world_size`` groups per rank, so every rank holds complete
+classes (no anchor loses its positives), no sample appears twice in one global batch, and
+every rank runs the same number of steps. The order is re-drawn every epoch from
+``seed + epoch`` so all ranks agree without communicating.
+
+Modes (PAPER.md, "Batches"):
+- ``filled`` (CUB, Cars): every class padded with replacement or cut to the largest class
+  size, classes shuffled, and their K-groups interleaved; one pass is one epoch.
+- ``sampled`` (SOP, In-Shop, Hotels): each of ``repeat`` rounds draws K random images of
+  every class; classes shuffled.
+Classes with fewer than 2 images cannot give a positive pair and are left out of training.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+MODES = ("filled", "sampled")
+
+
+class ClassBalancedBatchSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        labels,
+        batch_size: int,
+        samples_per_class: int = 2,
+        mode: str = "filled",
+        repeat: int = 1,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"data.sampler={mode!r} is unknown; choose one of {list(MODES)}")
+        k = samples_per_class
+        if k < 2:
+            raise ValueError(f"data.samples_per_class must be >= 2 to form positive pairs, got {k}")
+        if batch_size % k:
+            raise ValueError(f"data.batch_size={batch_size} must be a multiple of data.samples_per_class={k}")
+        groups = batch_size // k
+        if groups % num_replicas:
+            raise ValueError(
+                f"data.batch_size={batch_size} holds {groups} classes, which cannot be split evenly "
+                f"over {num_replicas} processes; use a batch size that is a multiple of {k * num_replicas}"
+            )
+        labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+        by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        self.classes = [idx for idx in by_class if len(idx) >= 2]
+        if len(self.classes) < 2:
+            raise ValueError(
+                f"training needs at least 2 classes with 2+ images for triplets; found {len(self.classes)}"
+            )
+        if groups > len(self.classes):
+            raise ValueError(
+                f"data.batch_size={batch_size} asks for {groups} classes per batch but the training split "
+                f"has only {len(self.classes)} usable classes; lower data.batch_size"
+            )
+        self.k, self.groups, self.mode, self.repeat = k, groups, mode, repeat
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _group_order(self, rng: np.random.Generator) -> np.ndarray:
+        """All K-groups of the epoch, [num_groups, K], in the order batches take them."""
+        k = self.k
+        if self.mode == "filled":
+            length = max(len(c) for c in self.classes) // k * k
+            rows = []
+            for idx in self.classes:
+                if len(idx) < length:
+                    idx = np.concatenate([idx, rng.choice(idx, length - len(idx))])
+                rows.append(rng.permutation(idx)[:length])
+            rows = [rows[i] for i in rng.permutation(len(rows))]
+            # [C, L] -> [C, L/K, K] -> [L/K, C, K]: the j-th group of every class, then the next j.
+            return np.stack(rows).reshape(len(rows), -1, k).transpose(1, 0, 2).reshape(-1, k)
+        rounds = []
+        for _ in range(self.repeat):
+            order = rng.permutation(len(self.classes))
+            rounds.append(np.stack([rng.choice(self.classes[c], k, replace=False) for c in order]))
+        return np.concatenate(rounds)
+
+    def _global_batches(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        groups = self._group_order(rng)
+        n = len(groups) // self.groups  # incomplete batches are dropped
+        return groups[: n * self.groups].reshape(n, self.groups, self.k)
+
+    def __iter__(self):
+        per_rank = self.groups // self.num_replicas
+        lo = self.rank * per_rank
+        for batch in self._global_batches():
+            yield batch[lo : lo + per_rank].reshape(-1).tolist()
+
+    def __len__(self) -> int:
+        if self.mode == "filled":
+            length = max(len(c) for c in self.classes) // self.k
+            total = length * len(self.classes)
+        else:
+            total = self.repeat * len(self.classes)
+        return total // self.groups
