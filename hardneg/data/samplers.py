@@ -11,7 +11,9 @@ Modes (PAPER.md, "Batches"):
   size, classes shuffled, and their K-groups interleaved; one pass is one epoch.
 - ``sampled`` (SOP, In-Shop, Hotels): each of ``repeat`` rounds draws K random images of
   every class; classes shuffled.
-Classes with fewer than 2 images cannot give a positive pair and are left out of training.
+Classes with fewer than K images are left out of training (they stay in evaluation).
+Unlike the official code, padding never puts the same image twice into one group: the
+official sampler could pair an image with itself, which its miner then had to skip.
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             )
         labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
         by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-        self.classes = [idx for idx in by_class if len(idx) >= 2]
+        self.classes = [idx for idx in by_class if len(idx) >= k]
         if len(self.classes) < 2:
             raise ValueError(
-                f"training needs at least 2 classes with 2+ images for triplets; found {len(self.classes)}"
+                f"training needs at least 2 classes with {k}+ images (data.samples_per_class); "
+                f"found {len(self.classes)}"
             )
         if groups > len(self.classes):
             raise ValueError(
@@ -69,15 +72,11 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         """All K-groups of the epoch, [num_groups, K], in the order batches take them."""
         k = self.k
         if self.mode == "filled":
-            length = max(len(c) for c in self.classes) // k * k
-            rows = []
-            for idx in self.classes:
-                if len(idx) < length:
-                    idx = np.concatenate([idx, rng.choice(idx, length - len(idx))])
-                rows.append(rng.permutation(idx)[:length])
-            rows = [rows[i] for i in rng.permutation(len(rows))]
-            # [C, L] -> [C, L/K, K] -> [L/K, C, K]: the j-th group of every class, then the next j.
-            return np.stack(rows).reshape(len(rows), -1, k).transpose(1, 0, 2).reshape(-1, k)
+            num_groups = max(len(c) for c in self.classes) // k
+            per_class = [_distinct_groups(idx, num_groups, k, rng) for idx in self.classes]
+            per_class = [per_class[i] for i in rng.permutation(len(per_class))]
+            # [C, G, K] -> [G, C, K]: the j-th group of every class, then the next j.
+            return np.stack(per_class).transpose(1, 0, 2).reshape(-1, k)
         rounds = []
         for _ in range(self.repeat):
             order = rng.permutation(len(self.classes))
@@ -103,3 +102,18 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         else:
             total = self.repeat * len(self.classes)
         return total // self.groups
+
+
+def _distinct_groups(idx: np.ndarray, num_groups: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_groups`` groups of ``k`` distinct images of one class, [num_groups, k].
+
+    Images are taken from successive random permutations, so a class larger than needed is
+    cut and a smaller one is padded with every image used about equally often.
+    """
+    groups, pool = [], []
+    for _ in range(num_groups):
+        if len(pool) < k:
+            pool = pool + [i for i in rng.permutation(idx).tolist() if i not in pool]
+        groups.append(pool[:k])
+        pool = pool[k:]
+    return np.asarray(groups, dtype=np.int64)

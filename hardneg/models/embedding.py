@@ -1,0 +1,66 @@
+"""Embedding network: timm backbone -> linear head -> L2 normalisation (as in the paper)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hardneg.models.pretrained import create_backbone
+
+BATCHNORM_MODES = ("train", "frozen", "sync")
+
+
+class EmbeddingNet(nn.Module):
+    """``forward(images)`` and, for cached backbone features, ``embed_features(features)``.
+
+    ``freeze_backbone`` keeps the backbone fixed (no gradient, eval mode, BatchNorm statistics
+    untouched): only the head trains. ``batchnorm``: ``train`` (the paper: statistics adapt),
+    ``frozen`` (statistics fixed, affine weights train), ``sync`` (SyncBatchNorm under DDP,
+    converted by the trainer).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        dim: int = 64,
+        pretrained: bool = True,
+        weights: str | None = None,
+        freeze_backbone: bool = False,
+        batchnorm: str = "train",
+    ):
+        super().__init__()
+        if batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"model.batchnorm={batchnorm!r} is unknown; choose one of {list(BATCHNORM_MODES)}")
+        if dim < 1:
+            raise ValueError(f"model.dim must be >= 1, got {dim}")
+        self.backbone_name, self.pretrained, self.weights = backbone, pretrained, weights
+        self.backbone = create_backbone(backbone, pretrained, weights)
+        self.head = nn.Linear(self.backbone.num_features, dim)
+        self.dim, self.freeze_backbone, self.batchnorm = dim, freeze_backbone, batchnorm
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    @property
+    def num_features(self) -> int:
+        return self.backbone.num_features
+
+    def weights_id(self) -> str:
+        """Names the backbone weights, for feature-cache keys."""
+        if not self.pretrained:
+            return "random-init"
+        return f"pretrained-{self.weights or 'default'}"
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        elif mode and self.batchnorm == "frozen":
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def embed_features(self, features: Tensor) -> Tensor:
+        return F.normalize(self.head(features), dim=-1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.embed_features(self.backbone(images))

@@ -1,0 +1,148 @@
+"""The LightningModule: embedding net + criterion (miner + loss) + retrieval evaluation.
+
+One training step (DESIGN.md):
+  images -> EmbeddingNet -> E [B_local, D] -> all_gather with gradients (DDP, mining.scope=global)
+  -> Criterion: S = E_local @ E_global^T -> miner -> (S_ap, S_an) -> loss, stats
+Evaluation embeds the test split and computes Recall@K / MAP@R on held-out classes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from hardneg.criterion import Criterion
+from hardneg.errors import UserError
+from hardneg.metrics import RetrievalMetric
+from hardneg.models import EmbeddingNet
+
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or inf and the run was configured (or forced) to stop."""
+
+
+class MetricLearningModule(L.LightningModule):
+    def __init__(
+        self,
+        net: EmbeddingNet,
+        criterion: Criterion,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        recall_ks: tuple[int, ...] = (1, 2, 4, 8),
+        query_gallery: bool = False,
+        nonfinite: str = "skip",
+        max_consecutive_nonfinite: int = 10,
+        inputs_are_features: bool = False,
+        eval_backend: str = "torch",
+    ):
+        super().__init__()
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite={nonfinite!r} is unknown; choose one of {list(NONFINITE_POLICIES)}")
+        self.net, self.criterion = net, criterion
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.nonfinite, self.max_consecutive_nonfinite = nonfinite, max_consecutive_nonfinite
+        self.inputs_are_features = inputs_are_features
+        self.eval_metric = RetrievalMetric(ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend)
+        self.skipped_steps = 0
+        self._consecutive_nonfinite = 0
+        self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
+        self.last_train_stats: dict[str, Tensor] = {}
+
+    # -- embedding -------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.embed_features(x) if self.inputs_are_features else self.net(x)
+
+    def _gather(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """References for mining and this rank's anchors' columns among them.
+
+        With ``mining.scope=global`` under DDP, every rank's embeddings are gathered *with
+        gradients*, so mining and loss equal one device processing the whole global batch.
+        """
+        local = torch.arange(len(labels), device=labels.device)
+        if self.trainer is None or self.trainer.world_size == 1 or self.criterion.miner.scope == "local":
+            return embeddings, labels, local
+        ref = self.all_gather(embeddings, sync_grads=True).flatten(0, 1)
+        ref_labels = self.all_gather(labels).flatten(0, 1)
+        return ref, ref_labels, local + self.global_rank * len(labels)
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        x, labels, _ = batch
+        embeddings = self(x)
+        ref, ref_labels, self_index = self._gather(embeddings, labels)
+        loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index)
+        if not self._loss_is_finite(loss):
+            return self._handle_nonfinite(loss, stats)
+        self._consecutive_nonfinite = 0
+        self.last_train_stats = stats
+        batch_size = len(labels)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        for key, value in stats.items():
+            if value.dim() == 0:
+                self.log(f"train/{key}", value, prog_bar=key == "hn_ratio", batch_size=batch_size)
+        return loss
+
+    def _loss_is_finite(self, loss: Tensor) -> bool:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")  # all ranks skip together
+        return not bool(bad)
+
+    def _handle_nonfinite(self, loss: Tensor, stats: dict[str, Tensor]):
+        self.skipped_steps += 1
+        self._consecutive_nonfinite += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        where = f"epoch {self.current_epoch}, step {self.global_step}"
+        detail = f"loss={loss.item()}, hn_ratio={float(stats.get('hn_ratio', float('nan'))):.3f}"
+        if self.nonfinite == "stop" or self._consecutive_nonfinite > self.max_consecutive_nonfinite:
+            raise NonFiniteLossError(
+                f"non-finite loss at {where} ({detail}); {self.skipped_steps} step(s) skipped so far. "
+                "Usual causes: a learning rate too high (optim.optimizer.lr), a corrupt input, or fp16 "
+                "overflow. Set nonfinite=skip to skip such steps instead of stopping."
+            )
+        # Returning None makes Lightning skip backward and the optimiser step for this batch.
+        return None
+
+    # -- evaluation ------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.eval_metric.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, labels, index = batch
+        is_query = None
+        test_set = getattr(self.trainer.datamodule, "splits", None) if self.trainer else None
+        if test_set is not None and getattr(test_set.test, "is_query", None) is not None:
+            is_query = test_set.test.is_query[index.cpu()].to(labels.device)
+        self.eval_metric.update(self(x), labels, index, is_query)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.eval_metric.compute()
+        epoch = self.current_epoch if self.trainer.state.fn == "fit" else self._evaluated_epoch()
+        self.eval_history.append((epoch, metrics))
+        for key, value in metrics.items():
+            self.log(f"test/{key}", value, prog_bar=key == "recall@1", sync_dist=False, rank_zero_only=False)
+        self.eval_metric.reset()
+
+    def _evaluated_epoch(self) -> int:
+        """Epochs completed when ``trainer.validate`` runs outside ``fit`` (0 before training)."""
+        return self.current_epoch if self.global_step > 0 else 0
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
+        loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
+        if loss_params:  # proxies of proxy-based losses are optimised too, often at a larger LR
+            scale = getattr(self.criterion.loss, "lr_multiplier", 1.0)
+            groups.append({"params": loss_params, "lr_multiplier": scale})
+        optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.pop("lr_multiplier", 1.0)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+

@@ -1,0 +1,70 @@
+"""Entry point: ``python -m hardneg.run [overrides]``; ``train(cfg)`` is the plain function behind it."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hardneg.config import config_dir
+from hardneg.errors import UserError
+
+log = logging.getLogger("hardneg")
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """The run's output directory: ``paths.output_dir``, else Hydra's, else ``outputs/<time>``."""
+    if cfg.paths.get("output_dir"):
+        path = Path(cfg.paths.output_dir)
+    else:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            path = Path(HydraConfig.get().runtime.output_dir)
+        else:
+            path = Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train and evaluate as ``cfg`` says; return the metrics before and after training.
+
+    Returns ``{"initial": {...}, "final": {...}, "history": [(epoch, {...})], "run_dir": str,
+    "skipped_steps": int, "train": {...last step's stats}}``.
+    """
+    from hardneg.builders import build_run  # heavy imports (torch, lightning) only when training
+
+    run = build_run(cfg, resolve_run_dir(cfg))
+    return run.execute()
+
+
+def _report_error(err: BaseException) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]hardneg: error:[/] {err}", markup=True, highlight=False)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        result = train(cfg)
+    except UserError as err:
+        _report_error(err)
+        sys.exit(2)
+    except Exception as err:  # Hydra's instantiate wraps our ValueErrors; unwrap the message
+        from hydra.errors import InstantiationException
+
+        if isinstance(err, InstantiationException):
+            _report_error(err)
+            sys.exit(2)
+        raise
+    # The returned value is what Hydra sweepers optimise.
+    return result["final"].get(cfg.get("optimized_metric", "recall@1"))
+
+
+if __name__ == "__main__":
+    main()

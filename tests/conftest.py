@@ -1,0 +1,41 @@
+"""Shared fixtures: the real Hydra config, composed and shrunk for fast CPU tests."""
+from __future__ import annotations
+
+import os
+
+# Never reach for a network from tests: timm's hub retries for ~47 s, W&B would try to log in.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A shrunk run: few glyph classes, one short epoch, a tiny random network, no logger.
+FAST_OVERRIDES = [
+    "model=tiny",
+    "data.max_classes=12",
+    "data.image_size=32",
+    "data.batch_size=12",
+    "data.images_per_font=1",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """``make_cfg(["loss=nca", ...])`` -> the composed config with FAST_OVERRIDES first."""
+    from hardneg.config import compose
+
+    def _make(overrides=(), fast=True):
+        base = FAST_OVERRIDES if fast else []
+        paths = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+        return compose([*base, *paths, *overrides])
+
+    return _make
