@@ -65,6 +65,12 @@ class Run:
 
     def execute(self) -> dict:
         """Evaluate at epoch 0, train, evaluate at the end; print and save the results."""
+        try:
+            return self._execute()
+        finally:
+            finish_loggers(self.trainer)
+
+    def _execute(self) -> dict:
         trainer, module, dm = self.trainer, self.module, self.datamodule
         if self.cfg.eval.at_start:
             trainer.validate(module, datamodule=dm, verbose=False)
@@ -84,6 +90,14 @@ class Run:
             (self.run_dir / "results.json").write_text(json.dumps(result, indent=2))
             print_results(result, self.cfg)
         return result
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run: Hydra's basic launcher runs sweep jobs in one process, and a
+    still-open run would swallow the next job's logs."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish()
 
 
 def build_run(cfg: DictConfig, run_dir: Path) -> Run:

@@ -50,7 +50,8 @@ class MetricLearningModule(L.LightningModule):
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
-        self.last_train_stats: dict[str, Tensor] = {}
+        self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
+        self.last_eval: dict[str, Any] = {}  # the latest evaluation: metrics, embeddings, labels
 
     # -- embedding -------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -121,15 +122,20 @@ class MetricLearningModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.eval_metric.compute()
-        epoch = self.current_epoch if self.trainer.state.fn == "fit" else self._evaluated_epoch()
+        epoch = self.completed_epochs()
         self.eval_history.append((epoch, metrics))
+        # Kept for analysis callbacks (their on_validation_end runs after this hook).
+        self.last_eval = {"epoch": epoch, "metrics": metrics, **self.eval_metric.gathered()}
         for key, value in metrics.items():
             self.log(f"test/{key}", value, prog_bar=key == "recall@1", sync_dist=False, rank_zero_only=False)
         self.eval_metric.reset()
 
-    def _evaluated_epoch(self) -> int:
-        """Epochs completed when ``trainer.validate`` runs outside ``fit`` (0 before training)."""
-        return self.current_epoch if self.global_step > 0 else 0
+    def completed_epochs(self) -> int:
+        """Training epochs finished: inside ``fit`` the running epoch counts once it is
+        evaluated; ``trainer.validate`` before training is epoch 0."""
+        if self.trainer is not None and self.trainer.state.fn == "fit":
+            return self.current_epoch + 1
+        return self.current_epoch
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):

@@ -30,6 +30,20 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return path
 
 
+def quiet_libraries() -> None:
+    """Lightning logs through its own handler *and* Hydra's root one: keep one copy, drop
+    its marketing tip and a deprecation warning of its own internals."""
+    import warnings
+
+    logging.getLogger("lightning.pytorch").propagate = False
+    logging.getLogger("lightning.fabric").propagate = False
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; return the metrics before and after training.
 
@@ -45,11 +59,12 @@ def train(cfg: DictConfig) -> dict:
 def _report_error(err: BaseException) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[bold red]hardneg: error:[/] {err}", markup=True, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]hardneg: error:[/] {err}", markup=True, highlight=False)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    quiet_libraries()
     try:
         result = train(cfg)
     except UserError as err:

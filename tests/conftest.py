@@ -22,6 +22,7 @@ FAST_OVERRIDES = [
     "data.images_per_font=1",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "logger=none",
     "callbacks.progress_bar=null",

@@ -61,6 +61,11 @@ class GlyphsDataModule(RetrievalDataModule):
 
     def classes(self) -> list[tuple[str, list]]:
         """(character, fonts that draw it) for every kept class, in split order."""
+        if getattr(self, "_classes", None) is None:
+            self._classes = self._find_classes()
+        return self._classes
+
+    def _find_classes(self) -> list[tuple[str, list]]:
         fonts = font_files(self.extra_font_dirs)
         chars = distinct_characters(candidate_characters(), matplotlib_font_dir() / REFERENCE_FONT, self.min_distance)
         classes = []

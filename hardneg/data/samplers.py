@@ -10,7 +10,8 @@ Modes (PAPER.md, "Batches"):
 - ``filled`` (CUB, Cars): every class padded with replacement or cut to the largest class
   size, classes shuffled, and their K-groups interleaved; one pass is one epoch.
 - ``sampled`` (SOP, In-Shop, Hotels): each of ``repeat`` rounds draws K random images of
-  every class; classes shuffled.
+  every class, classes shuffled, cut into whole batches (the round's last partial batch is
+  dropped, so no batch spans two rounds).
 Classes with fewer than K images are left out of training (they stay in evaluation).
 Unlike the official code, padding never puts the same image twice into one group: the
 official sampler could pair an image with itself, which its miner then had to skip.
@@ -80,6 +81,9 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         rounds = []
         for _ in range(self.repeat):
             order = rng.permutation(len(self.classes))
+            # Cut each round into whole batches: a batch spanning two rounds could hold one
+            # class (even one image) twice. The round's remainder classes are dropped.
+            order = order[: len(order) // self.groups * self.groups]
             rounds.append(np.stack([rng.choice(self.classes[c], k, replace=False) for c in order]))
         return np.concatenate(rounds)
 
@@ -99,9 +103,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         if self.mode == "filled":
             length = max(len(c) for c in self.classes) // self.k
             total = length * len(self.classes)
-        else:
-            total = self.repeat * len(self.classes)
-        return total // self.groups
+            return total // self.groups
+        return self.repeat * (len(self.classes) // self.groups)
 
 
 def _distinct_groups(idx: np.ndarray, num_groups: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -42,6 +42,16 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
+def deterministic_view(datamodule) -> Dataset:
+    """The training images under the *evaluation* transform: caching one random crop and
+    flip of every image would freeze that augmentation for the whole run."""
+    train = datamodule.splits.train
+    eval_transform = getattr(datamodule, "eval_transform", None)
+    if eval_transform is not None and hasattr(train, "with_transform"):
+        return train.with_transform(eval_transform)
+    return train
+
+
 def cache_key(net: EmbeddingNet, datamodule) -> str:
     return f"{datamodule.fingerprint()}-{net.backbone_name}-{weights_fingerprint(net.backbone)}"
 
@@ -55,8 +65,9 @@ def cached_backbone_features(net: EmbeddingNet, datamodule, cache_dir: str | os.
         cached = torch.load(path, map_location="cpu", weights_only=True)
         return cached["train"], cached["test"]
     log.info("computing backbone features once (cached at %s)", path)
-    train = backbone_features(net.backbone, datamodule.splits.train, datamodule.eval_batch_size)
-    test = backbone_features(net.backbone, datamodule.splits.test, datamodule.eval_batch_size)
+    workers = getattr(datamodule, "num_workers", 0)
+    train = backbone_features(net.backbone, deterministic_view(datamodule), datamodule.eval_batch_size, workers)
+    test = backbone_features(net.backbone, datamodule.splits.test, datamodule.eval_batch_size, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"train": train, "test": test}, tmp)

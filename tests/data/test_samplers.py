@@ -81,3 +81,15 @@ def test_epochs_reshuffle_and_are_reproducible():
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ClassBalancedBatchSampler(uneven_labels(), **kwargs)
+
+
+def test_sampled_batches_never_span_two_rounds():
+    # 5 usable classes, 2 per batch: a batch spanning rounds could repeat a class and an image.
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    sampler = ClassBalancedBatchSampler(labels, batch_size=4, mode="sampled", repeat=5)
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 5 * 2
+        for batch in batches:
+            assert len(set(labels[batch].tolist())) == 2 and len(set(batch)) == 4

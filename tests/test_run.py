@@ -1,0 +1,95 @@
+"""End-to-end: the real composed config, shrunk, through train(cfg) and the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hardneg.run import train
+
+
+def test_train_returns_initial_and_final_metrics(make_cfg):
+    result = train(make_cfg())
+    for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision"):
+        assert 0.0 <= result["initial"][key] <= 1.0 and 0.0 <= result["final"][key] <= 1.0
+    assert [epoch for epoch, _ in result["history"]] == [0, 1]
+    assert result["train"]["valid_triplets"] > 0 and 0.0 <= result["train"]["hn_ratio"] <= 1.0
+    saved = json.loads((os.path.join(result["run_dir"], "results.json") and open(os.path.join(result["run_dir"], "results.json")).read()))
+    assert saved["final"] == result["final"]
+    assert os.path.exists(os.path.join(result["run_dir"], "checkpoints", "last.ckpt"))
+
+
+def test_training_moves_the_embedding(make_cfg):
+    result = train(make_cfg(["trainer.max_epochs=2", "optim.optimizer.lr=0.5"]))
+    assert result["initial"] != result["final"]
+
+
+def test_frozen_cached_backbone_path_trains_only_the_head(make_cfg):
+    cfg = make_cfg(["model.freeze_backbone=true", "model.cache_features=true"])
+    result = train(cfg)
+    assert result["final"]["recall@1"] >= 0.0
+    assert list((cfg.paths.cache_dir and __import__("pathlib").Path(cfg.paths.cache_dir)).glob("features/*.pt"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=nca", "mining=easy_semihard"],
+        ["loss=nca", "mining=easy_hard"],
+        ["loss.hard_rule=paper"],
+        ["logger=csv"],
+        ["logger=wandb", "logger.mode=offline"],
+        ["optim.scheduler=null"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_config_groups_compose_and_train(make_cfg, overrides):
+    result = train(make_cfg(overrides))
+    assert set(result["final"]) >= {"recall@1", "map@r"}
+
+
+def test_csv_and_wandb_loggers_write_their_files(make_cfg, tmp_path):
+    run_dir = train(make_cfg(["logger=csv"]))["run_dir"]
+    csv = open(os.path.join(run_dir, "csv", "metrics.csv")).read()
+    assert "train/loss" in csv and "test/recall@1" in csv
+    run_dir = train(make_cfg(["logger=wandb", "logger.mode=auto", "paths.output_dir=" + str(tmp_path / "w")]))["run_dir"]
+    assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+
+
+def test_proxy_losses_get_the_number_of_training_classes(make_cfg):
+    from hardneg.builders import build_criterion
+
+    cfg = make_cfg()
+    assert build_criterion(cfg, 6).loss is not None
+
+
+def run_cli(*args, timeout=120):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", "hardneg.run", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_cli_prints_the_resolved_config():
+    out = run_cli("--cfg", "job", "loss=nca", "mining=easy_semihard")
+    assert out.returncode == 0, out.stderr
+    assert "hardneg.losses.NCALoss" in out.stdout and "neg: semihard" in out.stdout
+
+
+def test_cli_lists_valid_choices_for_an_unknown_option():
+    out = run_cli("loss=bogus")
+    assert out.returncode != 0
+    assert "Could not find 'loss/bogus'" in out.stderr and "sct" in out.stderr and "nca" in out.stderr
+
+
+def test_cli_rejects_a_bad_value_by_name(tmp_path):
+    out = run_cli("loss.hard_rule=sometimes", "model=tiny", "data.max_classes=8", "logger=none", f"paths.output_dir={tmp_path}")
+    assert out.returncode == 2
+    assert "loss.hard_rule='sometimes' is unknown" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_default_job_smoke(tmp_path):
+    """The README's main job, shortened: pretrained backbone, cached features, W&B offline."""
+    out = run_cli(f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2", timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "recall@1" in out.stdout and "run directory" in out.stdout and "wandb sync" in out.stdout + out.stderr
