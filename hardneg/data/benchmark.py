@@ -1,0 +1,203 @@
+"""The shared part of the on-disk benchmarks (CUB, Cars, SOP, In-Shop, Hotels-50K).
+
+A benchmark subclass only parses its released annotation files into ``ImageRecords``; this base
+finds the dataset directory, checks that every listed image exists, maps class ids to labels
+0..n-1 per split, builds the transforms, and turns every problem into a ``UserError`` that says
+which file was expected where and how to get it.
+
+Where the data is: ``data.root``; when null, ``$HARDNEG_DATA/<name>``, or ``~/data/<name>`` when
+HARDNEG_DATA is unset. The root may be the dataset directory itself, the directory that holds it
+(as after extracting an archive into the root), or one level inside it (e.g. ``.../images``), as
+long as exactly one candidate matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardneg.data.base import RetrievalDataModule, RetrievalSplits
+from hardneg.data.images import ImageListDataset, check_on_corrupt
+from hardneg.data.transforms import DATASET_STATS, build_transform
+from hardneg.errors import DatasetNotFoundError, UserError
+
+
+@dataclass
+class ImageRecords:
+    """One split as listed by the annotations: image paths and the dataset's own class ids."""
+
+    paths: list
+    class_ids: list
+    bboxes: list | None = None  # (left, top, right, bottom) in pixels
+    is_query: list | None = None  # query-gallery protocols only
+
+
+def default_root(name: str) -> Path:
+    base = os.environ.get("HARDNEG_DATA")
+    return (Path(base).expanduser() if base else Path.home() / "data") / name
+
+
+class ImageBenchmarkDataModule(RetrievalDataModule):
+    title = "dataset"  # the name people know it by, for messages
+    expected_dirname = ""  # the directory the official archive unpacks to
+    markers: tuple[str, ...] = ()  # relative paths; any one present marks the dataset directory
+    expected_files = ""  # what the directory must hold, for messages
+
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: int = 256,
+        transform: str = "paper",
+        mean=None,
+        std=None,
+        timm_model: str | None = None,
+        on_corrupt: str = "skip",
+        **base,
+    ):
+        super().__init__(**base)
+        self.root = Path(root).expanduser() if root else default_root(self.name)
+        self.on_corrupt = check_on_corrupt(on_corrupt)
+        default_mean, default_std = DATASET_STATS[self.name]
+        self.mean = tuple(float(m) for m in (default_mean if mean is None else mean))
+        self.std = tuple(float(s) for s in (default_std if std is None else std))
+        # Built now so that a bad transform setting fails at start, before any data is read.
+        options = dict(image_size=image_size, mean=self.mean, std=self.std, timm_model=timm_model)
+        self.train_transform = build_transform(transform, train=True, **options)
+        self.eval_transform = build_transform(transform, train=False, **options)
+        self._dataset_dir: Path | None = None
+        self._fingerprint: str | None = None
+
+    # -- what subclasses provide -------------------------------------------------------
+    def read_records(self, data_dir: Path) -> tuple[ImageRecords, ImageRecords]:
+        """(train, test) records parsed from the annotation files under ``data_dir``."""
+        raise NotImplementedError
+
+    # -- messages ----------------------------------------------------------------------
+    def how_to_get(self) -> str:
+        return (
+            f"Get it with: python -m hardneg.data.download {self.name} --root {self.root}\n"
+            f"The location is data.root (default: $HARDNEG_DATA/{self.name}, or ~/data/{self.name} "
+            f"when HARDNEG_DATA is unset)."
+        )
+
+    def not_found(self, detail: str) -> DatasetNotFoundError:
+        return DatasetNotFoundError(
+            f"{self.title} not found: {detail}.\n"
+            f"Expected {self.expected_dirname} (data.root may name it or the directory that contains it) "
+            f"holding {self.expected_files}.\n{self.how_to_get()}"
+        )
+
+    def annotation_error(self, path: Path, detail: str) -> UserError:
+        return UserError(
+            f"{self.title}: {path}: {detail}. The file looks truncated or is not the released format; "
+            f"replace it with the original (re-extract the archive).\n{self.how_to_get()}"
+        )
+
+    def require(self, path: Path) -> Path:
+        if not path.exists():
+            raise self.not_found(f"{path} is missing")
+        return path
+
+    # -- where the data is ---------------------------------------------------------------
+    def _is_dataset_dir(self, path: Path) -> bool:
+        return any((path / marker).exists() for marker in self.markers)
+
+    def dataset_dir(self) -> Path:
+        if self._dataset_dir is None:
+            self._dataset_dir = self._resolve_dataset_dir()
+        return self._dataset_dir
+
+    def _resolve_dataset_dir(self) -> Path:
+        root = self.root
+        if not root.is_dir():
+            raise self.not_found(f"data.root={root} does not exist" if not root.exists() else f"{root} is not a directory")
+        if self._is_dataset_dir(root):
+            return root
+        try:
+            children = sorted(Path(e.path) for e in os.scandir(root) if e.is_dir() and self._is_dataset_dir(Path(e.path)))
+        except OSError as exc:
+            raise self.not_found(f"cannot list {root}: {exc}") from exc
+        if len(children) > 1:
+            raise DatasetNotFoundError(
+                f"{self.title}: data.root={root} holds several candidate directories: "
+                f"{', '.join(str(c) for c in children)}; set data.root to the one to use"
+            )
+        if children:
+            return children[0]
+        if self._is_dataset_dir(root.parent):  # pointed one level too deep, e.g. at images/
+            return root.parent
+        raise self.not_found(f"neither {root}, its subdirectories nor its parent hold any of {', '.join(self.markers)}")
+
+    # -- reading helpers for subclasses ---------------------------------------------------
+    def read_rows(self, path: Path, fields: int, skip: int = 0) -> list[tuple[int, list[str]]]:
+        """(line number, fields) of a whitespace-separated file; the last field may hold spaces."""
+        self.require(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self.annotation_error(path, f"cannot be read ({exc})") from exc
+        rows = []
+        for number, line in enumerate(lines[skip:], start=skip + 1):
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=fields - 1)
+            if len(parts) != fields:
+                raise self.annotation_error(path, f"line {number} has {len(parts)} fields, expected {fields}: {line!r}")
+            rows.append((number, parts))
+        if not rows:
+            raise self.annotation_error(path, "lists no images" if skip else "is empty")
+        return rows
+
+    def parse_int(self, path: Path, number: int, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise self.annotation_error(path, f"line {number}: {value!r} is not an integer") from None
+
+    # -- RetrievalDataModule --------------------------------------------------------------
+    def _check_images_exist(self, records: ImageRecords, split: str) -> None:
+        missing = [p for p in records.paths if not os.path.isfile(p)]
+        if missing:
+            examples = ", ".join(str(p) for p in missing[:3])
+            raise self.not_found(
+                f"{split} images listed in the annotations but absent: {len(missing)} of {len(records.paths)} "
+                f"(e.g. {examples}); the images archive was not (fully) extracted there"
+            )
+
+    def _dataset(self, records: ImageRecords, split: str, transform) -> ImageListDataset:
+        if not records.paths:
+            raise UserError(f"{self.title}: the annotations under {self.dataset_dir()} list no {split} images")
+        self._check_images_exist(records, split)
+        # Labels 0..n-1 per split, in the order of the dataset's own class ids.
+        _, labels = np.unique(np.asarray(records.class_ids), return_inverse=True)
+        return ImageListDataset(
+            records.paths, labels.reshape(-1), bboxes=records.bboxes, transform=transform,
+            on_corrupt=self.on_corrupt, is_query=records.is_query,
+        )
+
+    def build_splits(self) -> RetrievalSplits:
+        train, test = self.read_records(self.dataset_dir())
+        if self.protocol == "query_gallery" and test.is_query is None:
+            raise AssertionError(f"{type(self).__name__} must mark queries in its test records")
+        splits = RetrievalSplits(
+            self._dataset(train, "train", self.train_transform),
+            self._dataset(test, "test", self.eval_transform),
+        )
+        self._fingerprint = self._digest(splits)
+        return splits
+
+    def _digest(self, splits: RetrievalSplits) -> str:
+        """Hash of everything the eval-transformed images of both splits depend on."""
+        digest = hashlib.sha1(repr((type(self).__name__, str(self.dataset_dir()), repr(self.eval_transform))).encode())
+        for dataset in (splits.train, splits.test):
+            for part in (dataset.paths, dataset.labels.numpy(), dataset.bboxes, getattr(dataset, "is_query", None)):
+                digest.update(b"|" if part is None else np.ascontiguousarray(np.asarray(part)).tobytes())
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+    def fingerprint(self) -> str:
+        # Computed when the splits are built, so it still holds after use_features() swaps them.
+        self.setup()
+        return self._fingerprint
