@@ -84,6 +84,7 @@ class Run:
             "history": [[epoch, metrics] for epoch, metrics in history],
             "run_dir": str(self.run_dir),
             "skipped_steps": module.skipped_steps,
+            "summary": module.summary,
             "train": {k: float(v) for k, v in module.last_train_stats.items() if v.dim() == 0},
         }
         if trainer.is_global_zero:

@@ -52,6 +52,7 @@ class MetricLearningModule(L.LightningModule):
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
         self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
         self.last_eval: dict[str, Any] = {}  # the latest evaluation: metrics, embeddings, labels
+        self.summary: dict[str, Any] = {}  # callbacks record run-level findings here (e.g. collapse)
 
     # -- embedding -------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

@@ -73,6 +73,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.eval_batch_size, self.num_workers, self.seed = eval_batch_size, num_workers, seed
         self.recall_ks = tuple(recall_ks)
         self.splits: RetrievalSplits | None = None
+        self.image_splits: RetrievalSplits | None = None  # set when splits hold features
 
     # -- what subclasses provide -------------------------------------------------------
     def build_splits(self) -> RetrievalSplits:
@@ -90,6 +91,7 @@ class RetrievalDataModule(L.LightningDataModule):
     def use_features(self, train: Tensor, test: Tensor) -> None:
         """Swap images for precomputed backbone features (the frozen-backbone fast path)."""
         self.setup()
+        self.image_splits = self.splits  # kept for figures that show images (retrieval examples)
         is_query = getattr(self.splits.test, "is_query", None)
         self.splits = RetrievalSplits(
             TensorRetrievalDataset(train, self.splits.train.labels),
