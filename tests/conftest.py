@@ -34,9 +34,9 @@ def make_cfg(tmp_path):
     """``make_cfg(["loss=nca", ...])`` -> the composed config with FAST_OVERRIDES first."""
     from hardneg.config import compose
 
-    def _make(overrides=(), fast=True):
+    def _make(overrides=(), fast=True, config_name="config"):
         base = FAST_OVERRIDES if fast else []
         paths = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-        return compose([*base, *paths, *overrides])
+        return compose([*base, *paths, *overrides], config_name=config_name)
 
     return _make
