@@ -10,7 +10,9 @@ Which triplets are hard differs between the paper and the released code, so it i
 - ``earlier``:  S_an > S_ap  and S_an > threshold   (an earlier version, threshold 0.5)
 
 Normalisation: ``official`` = (sum_easy NCA + lam * sum_hard S_an) / (N_easy + N_hard);
-``separate`` = mean_easy NCA + lam * mean_hard S_an (the earlier code).
+``separate`` = mean_easy NCA + lam * mean_hard S_an (the earlier code). With the ``official``
+rule the easy set is the code's own strict test (S_an < S_ap and S_an < threshold), so exact ties
+are in neither set and not counted, as there.
 """
 from __future__ import annotations
 
@@ -46,13 +48,23 @@ def sct_loss(
     reduction: str = "official",
 ) -> tuple[Tensor, Tensor]:
     """Return (scalar loss, hard mask)."""
-    hard = hard_triplets(s_ap.detach(), s_an.detach(), hard_rule, threshold)
+    s_ap_, s_an_ = s_ap.detach(), s_an.detach()
+    hard = hard_triplets(s_ap_, s_an_, hard_rule, threshold)
+    if hard_rule == "official":
+        # The official code's easy set is its own strict test, (S_an < S_ap) & (S_an < threshold):
+        # exact ties (S_an == S_ap or S_an == threshold) are in neither set and not counted.
+        easy = (s_an_ < s_ap_) & (s_an_ < threshold)
+    else:
+        easy = ~hard
     per_triplet = torch.where(hard, lam * s_an, nca_triplet(s_ap, s_an, tau))
     if reduction == "official":
-        return per_triplet.mean(), hard
+        counted = hard | easy
+        # sum / count with count 0 -> 0 (the official code sets N = 1 then); still on the graph.
+        total = torch.where(counted, per_triplet, torch.zeros_like(per_triplet)).sum()
+        return total / counted.sum().clamp(min=1), hard
     if reduction == "separate":
-        zero = s_an.sum() * 0  # keeps the graph when one side is empty
-        easy_part = per_triplet[~hard].mean() if (~hard).any() else zero
+        zero = s_an[:0].sum()  # an exact 0 on the graph when one side is empty
+        easy_part = per_triplet[easy].mean() if easy.any() else zero
         hard_part = per_triplet[hard].mean() if hard.any() else zero
         return easy_part + hard_part, hard
     raise ValueError(f"loss.reduction={reduction!r} is unknown; choose one of {list(REDUCTIONS)}")

@@ -34,10 +34,13 @@ class TripletMiner:
         self.pos, self.neg, self.scope = pos, neg, scope
         self.duplicate_threshold = duplicate_threshold
 
-    def __call__(self, sim: Tensor, anchor_labels: Tensor, ref_labels: Tensor, self_index=None) -> Triplets:
+    def __call__(
+        self, sim: Tensor, anchor_labels: Tensor, ref_labels: Tensor, self_index=None, inplace: bool = False
+    ) -> Triplets:
+        """``inplace``: ``sim`` may serve as scratch space (restored before returning)."""
         return mine_triplets(
             sim, anchor_labels, ref_labels, self_index,
-            pos=self.pos, neg=self.neg, duplicate_threshold=self.duplicate_threshold,
+            pos=self.pos, neg=self.neg, duplicate_threshold=self.duplicate_threshold, inplace=inplace,
         )
 
     def __repr__(self) -> str:
