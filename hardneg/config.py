@@ -1,9 +1,18 @@
 """Where the Hydra configs live, and composing them from Python (tests, notebooks)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+# conf/hydra/launcher/{submitit_slurm,joblib}.yaml keep the launcher plugins' names, so that
+# `hydra/launcher=submitit_slurm` gives our presets; Hydra then validates them against the
+# plugins' schemas and warns that this matching is deprecated. They list every field and
+# `_target_`, so they work without it too: the warning says nothing a user must act on.
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/(submitit_slurm|joblib)' is validated against ConfigStore schema"
+)
 
 
 def config_dir() -> Path:

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.errors import UserError
 from hardneg.metrics import RetrievalMetric
@@ -49,6 +50,7 @@ class MetricLearningModule(L.LightningModule):
         self.eval_metric = RetrievalMetric(ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend)
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
+        self._finite_batches_since_step = 0  # a step with none is skipped (on_before_optimizer_step)
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
         self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
         self.last_eval: dict[str, Any] = {}  # the latest evaluation: metrics, embeddings, labels
@@ -58,28 +60,53 @@ class MetricLearningModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net.embed_features(x) if self.inputs_are_features else self.net(x)
 
-    def _gather(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """References for mining and this rank's anchors' columns among them.
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
 
-        With ``mining.scope=global`` under DDP, every rank's embeddings are gathered *with
-        gradients*, so mining and loss equal one device processing the whole global batch.
+    def _global_scope(self) -> bool:
+        """Mining over the whole global batch is on (and matters: several processes)."""
+        return self._world_size() > 1 and self.criterion.miner.scope == "global"
+
+    def _gather(self, embeddings: Tensor, labels: Tensor):
+        """(references, their labels, this rank's anchors' columns among them, row gather).
+
+        With ``mining.scope=global`` under DDP every rank's embeddings are gathered *with
+        gradients* (the sampler gives every rank the same number of samples), and the
+        criterion gets ``gather_rows`` to pool the mined triplets of all ranks: then every
+        rank computes the one-device loss and the gradients equal one device on the whole
+        global batch (see ``training_step``). ``scope=local`` mines each shard on its own.
         """
         local = torch.arange(len(labels), device=labels.device)
-        if self.trainer is None or self.trainer.world_size == 1 or self.criterion.miner.scope == "local":
-            return embeddings, labels, local
-        ref = self.all_gather(embeddings, sync_grads=True).flatten(0, 1)
-        ref_labels = self.all_gather(labels).flatten(0, 1)
-        return ref, ref_labels, local + self.global_rank * len(labels)
+        if not self._global_scope():
+            return embeddings, labels, local, None
+        ref, ref_labels = distributed.gather_batch(embeddings, labels)
+        return ref, ref_labels, local + self.global_rank * len(labels), distributed.gather_rows
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
+        """One step; under DDP with ``mining.scope=global`` exactly one device's step.
+
+        Why it is exact: every rank computes the *same* scalar, the one-device loss over the
+        pooled triplets of the global batch (pair/proxy losses: over the gathered batch).
+        Each rank back-propagates it through the gathers, whose backward *sums* the gradient
+        that all ``world_size`` ranks send to a sample, so every embedding receives
+        ``world_size`` times its one-device gradient; DDP then *averages* the parameter
+        gradients over ranks, which divides that factor out. Scaling each rank's own mean
+        by ``world_size * local_count / global_count`` would do the same for a plain mean
+        over triplets, but not for SCT's ``separate`` normalisation (two means), its
+        ``official`` count (ties excluded), margin's ``nonzero`` or proxy losses (sums inside
+        a log): pooling needs no knowledge of a loss's normalisation, and costs one gather
+        of 2 numbers per triplet.
+        """
         x, labels, _ = batch
         embeddings = self(x)
-        ref, ref_labels, self_index = self._gather(embeddings, labels)
-        loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index)
-        if not self._loss_is_finite(loss):
+        ref, ref_labels, self_index, gather = self._gather(embeddings, labels)
+        loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
+        # A pooled loss is the same number on every rank, so the ranks agree without asking.
+        if not self._loss_is_finite(loss, same_on_all_ranks=gather is not None):
             return self._handle_nonfinite(loss, stats)
         self._consecutive_nonfinite = 0
+        self._finite_batches_since_step += 1
         self.last_train_stats = stats
         batch_size = len(labels)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
@@ -88,9 +115,9 @@ class MetricLearningModule(L.LightningModule):
                 self.log(f"train/{key}", value, prog_bar=key == "hn_ratio", batch_size=batch_size)
         return loss
 
-    def _loss_is_finite(self, loss: Tensor) -> bool:
+    def _loss_is_finite(self, loss: Tensor, same_on_all_ranks: bool = False) -> bool:
         bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._world_size() > 1 and not same_on_all_ranks:
             bad = self.trainer.strategy.reduce(bad, reduce_op="max")  # all ranks skip together
         return not bool(bad)
 
@@ -106,8 +133,25 @@ class MetricLearningModule(L.LightningModule):
                 "Usual causes: a learning rate too high (optim.optimizer.lr), a corrupt input, or fp16 "
                 "overflow. Set nonfinite=skip to skip such steps instead of stopping."
             )
-        # Returning None makes Lightning skip backward and the optimiser step for this batch.
-        return None
+        # Returning None would skip backward, but Lightning refuses it under DDP (every rank
+        # must run backward for the gradient all-reduce). An exact zero that reaches every
+        # trainable parameter instead: backward runs everywhere, all gradients are 0 (never
+        # NaN, even if a weight is), and on_before_optimizer_step drops the step itself.
+        return self._zero_loss()
+
+    def _zero_loss(self) -> Tensor:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.reshape(-1)[:0].sum() for p in params]).sum()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # A step all of whose (accumulated) batches were skipped must not move the weights:
+        # the gradients are zeros, yet momentum and weight decay would still act. Optimisers
+        # (and AMP's GradScaler) leave parameters without a gradient untouched.
+        if self._finite_batches_since_step == 0:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        self._finite_batches_since_step = 0
 
     # -- evaluation ------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -65,6 +65,9 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             )
         self.k, self.groups, self.mode, self.repeat = k, groups, mode, repeat
         self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        # Lightning calls set_epoch on ``dataloader.batch_sampler.sampler``, never on the batch
+        # sampler itself: without this every epoch would replay epoch 0's batches.
+        self.sampler = _EpochForwarder(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,6 +108,16 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             total = length * len(self.classes)
             return total // self.groups
         return self.repeat * (len(self.classes) // self.groups)
+
+
+class _EpochForwarder:
+    """Stands where Lightning looks for a batch sampler's inner sampler; forwards ``set_epoch``."""
+
+    def __init__(self, owner: ClassBalancedBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
 
 
 def _distinct_groups(idx: np.ndarray, num_groups: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,12 +1,18 @@
 """Embedding network: timm backbone -> linear head -> L2 normalisation (as in the paper)."""
 from __future__ import annotations
 
+import warnings
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hardneg.models.pretrained import create_backbone
 
 BATCHNORM_MODES = ("train", "frozen", "sync")
+
+# A frozen backbone or frozen BatchNorm is in eval mode when fitting starts, on purpose (see
+# EmbeddingNet.__init__); Lightning would warn about it at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class EmbeddingNet(nn.Module):
@@ -38,6 +44,10 @@ class EmbeddingNet(nn.Module):
         self.dim, self.freeze_backbone, self.batchnorm = dim, freeze_backbone, batchnorm
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        # Apply the frozen parts' eval mode now: Lightning >= 2.2 never calls .train() when fitting
+        # (it keeps, and after validation restores, each submodule's own mode), so otherwise
+        # frozen BatchNorm would update its statistics until someone called it.
+        self.train()
 
     @property
     def num_features(self) -> int:

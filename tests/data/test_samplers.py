@@ -46,15 +46,32 @@ def test_singleton_classes_never_train():
 def test_ranks_hold_whole_class_groups_and_partition_the_global_batch(world, mode):
     labels = uneven_labels(24, seed=1)
     kw = dict(batch_size=16, samples_per_class=2, mode=mode, repeat=2, seed=3)
-    single = list(ClassBalancedBatchSampler(labels, **kw))
-    shards = [list(ClassBalancedBatchSampler(labels, num_replicas=world, rank=r, **kw)) for r in range(world)]
-    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(single)
-    for step, global_batch in enumerate(single):
-        parts = [s[step] for s in shards]
-        assert sum(parts, []) == global_batch  # union (in rank order) is exactly the global batch
-        for part in parts:
-            assert len(part) == 16 // world
-            assert set(Counter(labels[part].tolist()).values()) == {2}  # complete groups only
+    single = ClassBalancedBatchSampler(labels, **kw)
+    ranks = [ClassBalancedBatchSampler(labels, num_replicas=world, rank=r, **kw) for r in range(world)]
+    for epoch in range(3):  # every rank reshuffles to the same new order, without communicating
+        for sampler in [single, *ranks]:
+            sampler.set_epoch(epoch)
+        shards = [list(s) for s in ranks]
+        assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(single)  # equal step counts
+        for step, global_batch in enumerate(single):
+            parts = [s[step] for s in shards]
+            assert sum(parts, []) == global_batch  # union (in rank order) is exactly the global batch
+            assert len(set(global_batch)) == len(global_batch)  # no sample twice across ranks
+            for part in parts:
+                assert len(part) == 16 // world
+                assert set(Counter(labels[part].tolist()).values()) == {2}  # complete groups only
+
+
+def test_lightning_sets_the_epoch_of_the_batch_sampler():
+    # What Lightning's fit loop calls at every epoch start: it looks at batch_sampler.sampler.
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = ClassBalancedBatchSampler(uneven_labels(), batch_size=8, seed=0)
+    loader = DataLoader(range(len(uneven_labels())), batch_sampler=sampler)
+    first = list(sampler)
+    _set_sampler_epoch(loader, 1)
+    assert sampler.epoch == 1 and list(sampler) != first
 
 
 def test_epochs_reshuffle_and_are_reproducible():

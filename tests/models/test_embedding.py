@@ -31,6 +31,14 @@ def test_frozen_batchnorm_keeps_running_statistics():
     assert bn.weight.requires_grad
 
 
+def test_frozen_parts_are_in_eval_mode_from_construction():
+    # Lightning >= 2.2 never calls .train() when fitting, so the constructor must set the modes.
+    frozen_bn = EmbeddingNet("test_efficientnet", dim=8, pretrained=False, batchnorm="frozen")
+    assert not any(m.training for m in frozen_bn.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert frozen_bn.head.training
+    assert not EmbeddingNet("test_efficientnet", dim=8, pretrained=False, freeze_backbone=True).backbone.training
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="model.batchnorm"):
         EmbeddingNet("test_efficientnet", pretrained=False, batchnorm="bogus")

@@ -1,0 +1,72 @@
+"""Collectives for exact global mining under DDP (see ``MetricLearningModule.training_step``).
+
+Why not Lightning's ``all_gather(x, sync_grads=True)``: it wraps ``torch.distributed.nn``'s
+all_gather, whose backward on gloo is world_size scatter calls, and a step needs one gather for
+the embeddings, one for their labels and one for the triplet counts besides. Each collective
+costs about a millisecond between two busy CPU processes (more than a head-only step
+computes), so here the backward is one collective, labels travel with the embeddings and the
+gathers are as few as the data allow. Every function is a collective: all ranks must call it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+# torch >= 2.9 names them *_single and deprecates the old names; older torch has only those.
+_all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_flat = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+class _AllGather(torch.autograd.Function):
+    """[world, *x.shape]; the backward gives each rank the sum of what all ranks send to its rows."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        world = dist.get_world_size()
+        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        _all_gather_flat(out, x.contiguous())
+        return out.view(world, *x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        flat = grad.reshape(-1, *grad.shape[2:]).contiguous()
+        if dist.get_backend() == "gloo":  # gloo's reduce-scatter is emulated; an all-reduce is faster
+            flat = flat.clone()  # never reduce into a buffer autograd may share
+            dist.all_reduce(flat)
+            return flat.view_as(grad)[dist.get_rank()]
+        out = grad.new_empty(grad.shape[1:])
+        _reduce_scatter_flat(out, flat)
+        return out
+
+
+def all_gather(x: Tensor) -> Tensor:
+    """Every rank's ``x`` (same shape on all), stacked: [world, *x.shape]; differentiable."""
+    return _AllGather.apply(x)
+
+
+def gather_batch(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """All ranks' embeddings (with gradients) and labels, concatenated in rank order, in one
+    collective: labels ride along as an extra float64 column, exact for any id below 2**53
+    (and embeddings of any float dtype go through float64 and back unchanged)."""
+    packed = torch.cat([embeddings.double(), labels.double()[:, None]], dim=1)
+    every = all_gather(packed).flatten(0, 1)
+    return every[:, :-1].to(embeddings.dtype), every[:, -1].long()
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """Every rank's ``x`` [n_rank, ...], concatenated in rank order, with gradients.
+
+    ``n_rank`` may differ between ranks (each mines its own number of triplets), and a collective
+    needs equal shapes: the counts are exchanged first and the rows padded to the longest.
+    """
+    counts = torch.zeros(dist.get_world_size(), dtype=torch.long, device=x.device)
+    _all_gather_flat(counts, torch.tensor([len(x)], device=x.device))
+    counts = counts.tolist()
+    longest = max(counts)
+    if longest == 0:  # the same decision on every rank: no collective is left half-called
+        return x
+    if len(x) < longest:
+        x = torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])])
+    gathered = all_gather(x)
+    return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)])
