@@ -47,10 +47,9 @@ def build_criterion(cfg: DictConfig, num_train_classes: int | None = None) -> Cr
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     callbacks = []
-    for name, spec in (cfg.get("callbacks") or {}).items():
-        if spec is None:
-            continue
-        callbacks.append(instantiate(spec))
+    for spec in (cfg.get("callbacks") or {}).values():
+        if spec is not None:  # callbacks.<name>=null disables one
+            callbacks.append(instantiate(spec))
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
     return callbacks + [ckpt]
 
@@ -122,6 +121,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
     )
+    if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
+        raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
     trainer = instantiate(
         cfg.trainer,
         logger=build_logger(cfg.logger, run_dir, cfg) or False,

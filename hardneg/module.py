@@ -7,7 +7,8 @@ Evaluation embeds the test split and computes Recall@K / MAP@R on held-out class
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch

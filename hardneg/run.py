@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hardneg.config import config_dir
 from hardneg.errors import UserError
@@ -39,6 +39,8 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.fabric").propagate = False
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # test/* metrics are computed on the gathered embeddings: already global, no sync needed.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )

@@ -1,11 +1,11 @@
 """The wheel carries every subpackage and the Hydra configs (non-editable installs work)."""
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ def test_train_returns_initial_and_final_metrics(make_cfg):
         assert 0.0 <= result["initial"][key] <= 1.0 and 0.0 <= result["final"][key] <= 1.0
     assert [epoch for epoch, _ in result["history"]] == [0, 1]
     assert result["train"]["valid_triplets"] > 0 and 0.0 <= result["train"]["hn_ratio"] <= 1.0
-    saved = json.loads((os.path.join(result["run_dir"], "results.json") and open(os.path.join(result["run_dir"], "results.json")).read()))
+    saved = json.loads(Path(result["run_dir"], "results.json").read_text())
     assert saved["final"] == result["final"]
     assert os.path.exists(os.path.join(result["run_dir"], "checkpoints", "last.ckpt"))
 
@@ -29,7 +30,7 @@ def test_frozen_cached_backbone_path_trains_only_the_head(make_cfg):
     cfg = make_cfg(["model.freeze_backbone=true", "model.cache_features=true"])
     result = train(cfg)
     assert result["final"]["recall@1"] >= 0.0
-    assert list((cfg.paths.cache_dir and __import__("pathlib").Path(cfg.paths.cache_dir)).glob("features/*.pt"))
+    assert list(Path(cfg.paths.cache_dir).glob("features/*.pt"))
 
 
 @pytest.mark.parametrize(

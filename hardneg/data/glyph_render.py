@@ -33,7 +33,7 @@ def font_files(extra_dirs: tuple[str, ...] = ()) -> list[Path]:
     return [f for f in files if not f.name.startswith(_EXCLUDED_FONTS)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_codepoints(path: Path) -> frozenset[int]:
     """Code points a font maps to a real glyph (its cmap)."""
     from fontTools.ttLib import TTFont
@@ -43,7 +43,7 @@ def font_codepoints(path: Path) -> frozenset[int]:
     return frozenset(cp for cp, name in cmap.items() if name not in (".notdef", "space"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_draws(char: str, path: Path) -> bool:
     """Whether ``path`` draws ``char`` as itself: mapped, correctly encoded, and not blank."""
     if ord(char) not in font_codepoints(path):

@@ -1,7 +1,6 @@
 """The multirun aggregation groups jobs by their varying overrides and averages over seeds."""
 import json
 
-import pytest
 import yaml
 
 from experiments.aggregate import load_jobs, table
