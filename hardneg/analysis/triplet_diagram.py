@@ -1,0 +1,162 @@
+"""The paper's triplet diagram: every triplet is a point (S_ap, S_an) in [-1, 1]².
+
+Training diagrams accumulate a 2-D histogram of the mined triplets over an epoch (bounded
+memory at any dataset size). Test diagrams take, for each test anchor, its most similar
+positive and its most similar negative; the anchor's nearest neighbour is correct exactly
+when that point lies below the diagonal, so the correct/wrong colouring and Recall@1 agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hardneg.analysis.figures import DEFAULT_SCT_THRESHOLD, annotate, draw_triplet_square, new_figure, save_figure, wrap
+
+DEFAULT_BINS = 50
+
+
+def histogram(points: Tensor, bins: int = DEFAULT_BINS) -> Tensor:
+    """Counts ``H[i, j]`` of points with S_ap in bin i and S_an in bin j; bins split [-1, 1]
+    evenly, the edges 1.0 and -1.0 fall in the outer bins, NaN points are dropped."""
+    points = points.detach().float()
+    points = points[torch.isfinite(points).all(dim=1)]
+    index = ((points.clamp(-1, 1) + 1) / 2 * bins).long().clamp(0, bins - 1)
+    flat = index[:, 0] * bins + index[:, 1]
+    return torch.bincount(flat, minlength=bins * bins).reshape(bins, bins).cpu()
+
+
+@dataclass
+class TripletCounts:
+    """A triplet diagram's data, accumulated batch by batch: the histogram and exact shares."""
+
+    bins: int = DEFAULT_BINS
+    threshold: float = DEFAULT_SCT_THRESHOLD
+    hist: Tensor = None
+    count: int = 0
+    hard: int = 0  # S_an > S_ap
+    above_threshold: int = 0  # S_an > threshold
+    sum_ap: float = 0.0
+    sum_an: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.hist is None:
+            self.hist = torch.zeros(self.bins, self.bins, dtype=torch.long)
+
+    def add(self, points: Tensor) -> None:
+        points = points.detach().float().cpu()
+        if len(points) == 0:
+            return
+        self.hist += histogram(points, self.bins)
+        self.count += len(points)
+        self.hard += int((points[:, 1] > points[:, 0]).sum())
+        self.above_threshold += int((points[:, 1] > self.threshold).sum())
+        self.sum_ap += float(points[:, 0].sum())
+        self.sum_an += float(points[:, 1].sum())
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {
+            "count": self.count, "hn_ratio": self.hard / n, "above_threshold": self.above_threshold / n,
+            "s_ap": self.sum_ap / n, "s_an": self.sum_an / n,
+        }
+
+    def state_dict(self) -> dict:
+        return {"bins": self.bins, "threshold": self.threshold, "hist": self.hist, "count": self.count,
+                "hard": self.hard, "above_threshold": self.above_threshold, "sum_ap": self.sum_ap,
+                "sum_an": self.sum_an, "extra": self.extra}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> TripletCounts:
+        return cls(**state)
+
+
+def best_match_points(
+    embeddings: Tensor, labels: Tensor, is_query: Tensor | None = None, chunk_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """(points [Q, 2], nn_correct [Q]) for every anchor that has a positive.
+
+    Leave-one-out: anchors are all items, references all others. Query/gallery: anchors are
+    the queries, references the gallery. Rows are processed ``chunk_size`` at a time so
+    the full similarity matrix is never held (SOP has 60k test images).
+    """
+    e = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
+    labels = labels.to(e.device)
+    if is_query is not None:
+        is_query = is_query.to(e.device).bool()
+        anchors, refs = e[is_query], e[~is_query]
+        anchor_labels, ref_labels = labels[is_query], labels[~is_query]
+        self_rows = None
+    else:
+        anchors, refs, anchor_labels, ref_labels = e, e, labels, labels
+        self_rows = torch.arange(len(e), device=e.device)
+    out = []
+    for start in range(0, len(anchors), chunk_size):
+        sim = anchors[start:start + chunk_size] @ refs.T
+        same = anchor_labels[start:start + chunk_size, None] == ref_labels[None, :]
+        if self_rows is not None:  # an item is neither its own positive nor its own negative
+            rows = torch.arange(len(sim), device=e.device)
+            sim[rows, self_rows[start:start + chunk_size]] = -float("inf")
+        s_ap = sim.masked_fill(~same, -float("inf")).amax(dim=1)
+        s_an = sim.masked_fill(same, -float("inf")).amax(dim=1)
+        out.append(torch.stack([s_ap, s_an], dim=1))
+    points = torch.cat(out) if out else torch.zeros(0, 2)
+    points = points[torch.isfinite(points).all(dim=1)]  # anchors with no positive (or no negative)
+    return points.cpu(), (points[:, 0] > points[:, 1]).cpu()
+
+
+def _draw_histogram(ax, hist: Tensor, cmap: str, vmax: float):
+    from matplotlib.colors import LogNorm
+
+    counts = np.ma.masked_equal(hist.numpy().T.astype(float), 0)  # rows of the image are S_an
+    return ax.imshow(counts, origin="lower", extent=(-1, 1, -1, 1), cmap=cmap, norm=LogNorm(vmin=1, vmax=max(vmax, 1)),
+                     interpolation="nearest", aspect="equal")
+
+
+def plot_train_diagram(counts: TripletCounts, path: str | Path, title: str) -> Path:
+    """Histogram of an epoch's mined training triplets, hard share annotated."""
+    fig, (ax,) = new_figure()
+    image = _draw_histogram(ax, counts.hist, "viridis", float(counts.hist.max()))
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8, label="triplets per bin")
+    colorbar.ax.minorticks_off()  # dozens of log-scale minor labels, slow to lay out and unread
+    draw_triplet_square(ax, counts.threshold)
+    s = counts.summary()
+    annotate(ax, [f"triplets: {s['count']}", f"hard (S_an > S_ap): {s['hn_ratio']:.1%}",
+                  f"S_an > {counts.threshold:g}: {s['above_threshold']:.1%}",
+                  f"mean S_ap {s['s_ap']:.3f}, S_an {s['s_an']:.3f}"])
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(wrap(title), fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_test_diagram(
+    points: Tensor, correct: Tensor, path: str | Path, title: str,
+    threshold: float = DEFAULT_SCT_THRESHOLD, bins: int = DEFAULT_BINS,
+) -> Path:
+    """Test anchors' (best positive, best negative) similarities: blue where the nearest
+    neighbour is correct, red where it is not."""
+    points, correct = points.float(), correct.bool()
+    right, wrong = histogram(points[correct], bins), histogram(points[~correct], bins)
+    vmax = float(max(right.max(), wrong.max())) if len(points) else 1.0
+    fig, (ax,) = new_figure()
+    _draw_histogram(ax, right, "Blues", vmax)
+    _draw_histogram(ax, wrong, "Reds", vmax)
+    draw_triplet_square(ax, threshold)
+    n = max(len(points), 1)
+    ties = int((points[:, 0] == points[:, 1]).sum())
+    mean_ap, mean_an = (float(points[:, i].mean()) if len(points) else float("nan") for i in (0, 1))
+    lines = [f"anchors: {len(points)}", f"NN correct (blue): {float(correct.sum()) / n:.1%}",
+             f"NN wrong or tied (red): {float((~correct).sum()) / n:.1%}",
+             f"hard (S_an > S_ap): {float((points[:, 1] > points[:, 0]).sum()) / n:.1%}",
+             f"S_an > {threshold:g}: {float((points[:, 1] > threshold).sum()) / n:.1%}",
+             f"mean S_ap {mean_ap:.3f}, S_an {mean_an:.3f}"]
+    if ties:  # exact ties happen when the embedding has collapsed: neither correct nor hard
+        lines.insert(4, f"ties (S_an = S_ap): {ties / n:.1%}")
+    annotate(ax, lines)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(wrap(title), fontsize=9)
+    return save_figure(fig, path)

@@ -1,0 +1,167 @@
+"""Triplet-space figures and collapse diagnostics during training (logged to W&B as images).
+
+Per training epoch: the 2-D histogram of the mined triplets' (S_ap, S_an) and the hn_ratio
+curve. Per evaluation: each test anchor's best positive vs best negative, coloured by whether
+its nearest neighbour is correct, and the collapse diagnostics of the test embeddings
+(``test/mean_similarity``, ``test/effective_rank``, ``test/dims_in_use``). Once per run: the
+gradient field of the run's loss. Raw data go to ``<run_dir>/analysis`` so that
+``python -m hardneg.analyze run_dir=...`` can redraw everything without retraining.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from hardneg.analysis import artifacts
+from hardneg.analysis.collapse import collapse_stats
+from hardneg.analysis.figures import DEFAULT_SCT_THRESHOLD
+from hardneg.analysis.triplet_diagram import DEFAULT_BINS, TripletCounts, best_match_points
+from hardneg.callbacks.publish import describe_loss, describe_mining, log_images, log_scalars, sct_threshold
+
+log = logging.getLogger("hardneg")
+GEOMETRY_KEYS = ("mean_similarity", "effective_rank", "dims_in_use")
+
+
+class TripletSpaceCallback(L.Callback):
+    def __init__(self, bins: int = DEFAULT_BINS, train_every_n_epochs: int = 1, keep_embeddings: str = "first_last",
+                 gradient_field: bool = True):
+        if keep_embeddings not in artifacts.KEEP_EMBEDDINGS:
+            raise ValueError(f"callbacks.triplet_space.keep_embeddings={keep_embeddings!r} is unknown; "
+                             f"choose one of {list(artifacts.KEEP_EMBEDDINGS)}")
+        if bins < 2 or train_every_n_epochs < 1:
+            raise ValueError("callbacks.triplet_space: bins must be >= 2 and train_every_n_epochs >= 1")
+        self.bins, self.train_every_n_epochs = bins, train_every_n_epochs
+        self.keep_embeddings, self.gradient_field = keep_embeddings, gradient_field
+        self._counts: TripletCounts | None = None
+        self._seen_stats = None  # the stats dict of the last step counted (skipped steps keep the old one)
+        self._history: list[tuple[int, TripletCounts]] = []
+        self._evaluations: dict[int, dict] = {}  # epoch -> geometry and metrics, for the curves
+        self._started = False
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _run_dir(trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir)
+
+    def _title(self, pl_module, what: str) -> str:
+        return f"{what}\n{describe_loss(pl_module)}, {describe_mining(pl_module)}"
+
+    # -- once per run ---------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        """A reused output directory must not mix an earlier run's epochs into this run's figures."""
+        if self._started or not trainer.is_global_zero:
+            return
+        self._started = True
+        run_dir = self._run_dir(trainer)
+        stale = [*(run_dir / artifacts.ANALYSIS_DIR).glob("*_epoch_*.pt"),
+                 *(run_dir / artifacts.FIGURES_DIR).glob("*/epoch_*.png")]
+        for path in stale:
+            path.unlink()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if not (self.gradient_field and trainer.is_global_zero):
+            return
+        loss = pl_module.criterion.loss
+        if not getattr(loss, "needs_triplets", True):
+            return  # pair / proxy losses have no field over (S_ap, S_an)
+        from hardneg.analysis.gradient_field import write_gradient_field
+
+        path = write_gradient_field(loss, artifacts.figure_path(self._run_dir(trainer), "gradient_field"))
+        log_images(trainer, {"figures/gradient_field": path})
+
+    # -- training triplets ------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._counts = TripletCounts(self.bins, sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        stats = pl_module.last_train_stats
+        if self._counts is None or stats is self._seen_stats or "points" not in stats:
+            return
+        self._seen_stats = stats
+        self._counts.add(stats["points"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self._counts is None:
+            return
+        counts = self._reduce_over_ranks(trainer, pl_module, self._counts)
+        epoch = trainer.current_epoch + 1  # epochs completed, as the module counts them
+        self._history.append((epoch, counts))
+        if not trainer.is_global_zero:
+            return
+        run_dir = self._run_dir(trainer)
+        artifacts.save_train_counts(run_dir, epoch, counts)
+        images = {}
+        if epoch % self.train_every_n_epochs == 0 or epoch == trainer.max_epochs:
+            from hardneg.analysis.triplet_diagram import plot_train_diagram
+
+            images["figures/train_triplets"] = plot_train_diagram(
+                counts, artifacts.figure_path(run_dir, "train_triplets", epoch),
+                self._title(pl_module, f"mined training triplets, epoch {epoch}"))
+        log_images(trainer, images)
+
+    def _draw_hn_ratio(self, trainer: L.Trainer, pl_module) -> Path | None:
+        """The hn_ratio curve, redrawn at evaluations and at the end only: W&B already plots the
+        train/hn_ratio scalar live, and redrawing it every epoch doubled this callback's cost per epoch."""
+        if not (self._history and trainer.is_global_zero):
+            return None
+        from hardneg.analysis.curves import plot_hn_ratio
+
+        return plot_hn_ratio(self._history, artifacts.figure_path(self._run_dir(trainer), "hn_ratio"),
+                             self._title(pl_module, "mined training triplets"))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        path = self._draw_hn_ratio(trainer, pl_module)
+        if path is not None:
+            log_images(trainer, {"figures/hn_ratio": path})
+
+    @staticmethod
+    def _reduce_over_ranks(trainer: L.Trainer, pl_module, counts: TripletCounts) -> TripletCounts:
+        """Sum every rank's histogram and counters (each rank only sees its own anchors)."""
+        if trainer.world_size == 1:
+            return counts
+        scalars = torch.tensor([counts.count, counts.hard, counts.above_threshold, counts.sum_ap, counts.sum_an],
+                               dtype=torch.float64, device=pl_module.device)
+        hist = pl_module.all_gather(counts.hist.to(pl_module.device)).sum(0).cpu()
+        total = pl_module.all_gather(scalars).sum(0).cpu().tolist()
+        return TripletCounts(counts.bins, counts.threshold, hist, int(total[0]), int(total[1]), int(total[2]),
+                             total[3], total[4])
+
+    # -- test split -----------------------------------------------------------------------
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        evaluation = pl_module.last_eval
+        if trainer.sanity_checking or not evaluation or not trainer.is_global_zero:
+            return
+        epoch, run_dir = evaluation["epoch"], self._run_dir(trainer)
+        threshold = sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD)
+        points, correct = best_match_points(evaluation["embeddings"], evaluation["labels"], evaluation.get("is_query"))
+        geometry = collapse_stats(evaluation["embeddings"])
+        pl_module.summary.setdefault("test_geometry", {})[str(epoch)] = {
+            **{k: round(v, 5) for k, v in geometry.items()}, "recall@1": evaluation["metrics"].get("recall@1")}
+        log_scalars(trainer, {f"test/{k}": geometry[k] for k in GEOMETRY_KEYS})
+        self._evaluations[epoch] = {"epoch": epoch, "geometry": geometry, "metrics": evaluation["metrics"]}
+        artifacts.save_test_eval(run_dir, epoch, points, correct, geometry, evaluation["metrics"], threshold)
+        artifacts.save_embeddings(run_dir, epoch, evaluation, self.keep_embeddings)
+
+        from hardneg.analysis.curves import plot_collapse
+        from hardneg.analysis.triplet_diagram import plot_test_diagram
+
+        title = self._title(pl_module, f"test split, epoch {epoch}: best positive vs best negative per anchor")
+        images = {
+            "figures/test_triplets": plot_test_diagram(
+                points, correct, artifacts.figure_path(run_dir, "test_triplets", epoch), title, threshold, self.bins),
+            "figures/collapse": plot_collapse(
+                list(self._evaluations.values()), artifacts.figure_path(run_dir, "collapse"),
+                self._title(pl_module, "test embeddings"), self._collapse_threshold(trainer)),
+        }
+        self._draw_hn_ratio(trainer, pl_module)
+        log_images(trainer, images)
+
+    @staticmethod
+    def _collapse_threshold(trainer: L.Trainer) -> float | None:
+        for callback in trainer.callbacks:
+            if type(callback).__name__ == "CollapseDetector":
+                return callback.threshold
+        return None
