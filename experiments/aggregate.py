@@ -52,7 +52,7 @@ def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
     for key, runs in sorted(groups.items()):
         initial = [r["initial"]["recall@1"] for r in runs if r.get("initial")]
         cells = [mean_std([r["final"][m] for r in runs if m in r["final"]]) for m in metrics]
-        collapsed = sum(bool(r.get("summary", {}).get("collapse")) for r in runs)
+        collapsed = sum(bool((r.get("summary", {}).get("collapse") or {}).get("collapsed")) for r in runs)
         lines.append(f"| {key} | {len(runs)} | {mean_std(initial)} | " + " | ".join(cells) + f" | {collapsed}/{len(runs)} |")
     return "\n".join(lines)
 

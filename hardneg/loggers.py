@@ -60,7 +60,6 @@ def build_logger(cfg: DictConfig, run_dir: Path, run_config: DictConfig):
         tags=list(cfg.get("tags") or []),
         save_dir=str(run_dir),
         mode=mode,
-        anonymous="never",
         config=OmegaConf.to_container(run_config, resolve=True),
     )
     if mode == "offline":

@@ -30,6 +30,9 @@ def print_results(result: dict, cfg: DictConfig, console: Console | None = None)
             row.append(f"{value - initial[key]:+.4f}")
         table.add_row(*row)
     console.print(table)
+    collapse = (result.get("summary") or {}).get("collapse") or {}
+    if collapse.get("collapsed"):
+        console.print(f"[bold yellow]embedding collapse:[/] {collapse.get('message', '')}")
     if result.get("skipped_steps"):
         console.print(f"[yellow]{result['skipped_steps']} step(s) skipped for a non-finite loss[/]")
     console.print(f"run directory: {result['run_dir']}")

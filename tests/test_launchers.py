@@ -49,6 +49,12 @@ def test_joblib_preset_keeps_every_plugin_field():
 
 
 def run_cli(*args, cwd=None, timeout=120):
+    """The CLI, by default in a scratch directory so Hydra's outputs/ never lands in the checkout."""
+    if cwd is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            return run_cli(*args, cwd=scratch, timeout=timeout)
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     return subprocess.run([sys.executable, "-m", "hardneg.run", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=cwd)

@@ -66,8 +66,15 @@ def test_proxy_losses_get_the_number_of_training_classes(make_cfg):
 
 
 def run_cli(*args, timeout=120):
+    """The CLI in a scratch directory, so Hydra's outputs/ never lands in the checkout."""
+    import tempfile
+
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline")
-    return subprocess.run([sys.executable, "-m", "hardneg.run", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    with tempfile.TemporaryDirectory() as scratch:
+        return subprocess.run(
+            [sys.executable, "-m", "hardneg.run", *args], capture_output=True, text=True, env=env,
+            timeout=timeout, cwd=scratch,
+        )
 
 
 def test_cli_prints_the_resolved_config():

@@ -40,7 +40,7 @@ def test_run_without_data_explains_what_to_get(tmp_path):
            "COLUMNS": "400"}  # a wide console: no line wrapped inside the paths we look for
     proc = subprocess.run(
         [sys.executable, "-m", "hardneg.run", "loss=sct", "data=sop", "logger=none", f"paths.output_dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     out = " ".join((proc.stdout + proc.stderr).split())  # undo any console wrapping
     assert proc.returncode != 0
