@@ -40,3 +40,19 @@ def make_cfg(tmp_path):
         return compose([*base, *paths, *overrides], config_name=config_name)
 
     return _make
+
+
+# Tests on tiny tensors run with one intra-op thread: on a busy 2-core machine every parallel
+# region can wait milliseconds for the second core, which made them ~10x slower.
+TINY_TENSOR_TESTS = ("losses", "mining", "test_criterion.py")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_tensors(request):
+    if not any(part in TINY_TENSOR_TESTS for part in request.path.relative_to(request.config.rootpath).parts):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,16 +37,6 @@ LOSS_CLASSES = {"nca": NCALoss, "sct": SCTLoss, "margin": MarginTripletLoss}
 SCENARIOS = scenarios()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a busy 2-core machine each parallel region can
-    wait milliseconds for the second core, which made this file ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mined_list(t):
     return list(zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist()))
 
