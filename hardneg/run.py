@@ -39,6 +39,8 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.fabric").propagate = False
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # A frozen backbone is in eval mode on purpose (models/embedding.py).
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     # test/* metrics are computed on the gathered embeddings: already global, no sync needed.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
