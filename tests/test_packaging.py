@@ -5,7 +5,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser under its backport name (a dev dependency)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
