@@ -120,6 +120,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         nonfinite=cfg.nonfinite,
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
+        eval_nonfinite=cfg.eval.get("nonfinite", "error"),
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")

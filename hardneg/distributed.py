@@ -1,4 +1,5 @@
-"""Collectives for exact global mining under DDP (see ``MetricLearningModule.training_step``).
+"""Collectives for exact global mining under DDP (see ``MetricLearningModule.training_step``)
+and for gathering the test set of an evaluation (``gather_uneven``).
 
 Why not Lightning's ``all_gather(x, sync_grads=True)``: it wraps ``torch.distributed.nn``'s
 all_gather, whose backward on gloo is world_size scatter calls, and a step needs one gather for
@@ -70,3 +71,19 @@ def gather_rows(x: Tensor) -> Tensor:
         x = torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])])
     gathered = all_gather(x)
     return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)])
+
+
+@torch.no_grad()
+def gather_uneven(x: Tensor) -> Tensor:
+    """Every rank's ``x`` [n_rank, ...] (no gradients), concatenated in rank order; ``n_rank``
+    may differ between ranks. Used by the evaluation to see the whole test set on every rank."""
+    counts = torch.zeros(dist.get_world_size(), dtype=torch.long, device=x.device)
+    _all_gather_flat(counts, torch.tensor([len(x)], device=x.device))
+    counts = counts.tolist()
+    longest = max(counts)
+    if len(x) < longest:
+        x = torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])])
+    out = x.new_empty((len(counts) * longest, *x.shape[1:]))
+    _all_gather_flat(out, x.contiguous())
+    out = out.view(len(counts), longest, *x.shape[1:])
+    return torch.cat([out[rank, :n] for rank, n in enumerate(counts)])
