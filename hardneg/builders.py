@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
 from hardneg.loggers import build_logger
@@ -133,4 +134,5 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         use_distributed_sampler=False,
         sync_batchnorm=cfg.model.batchnorm == "sync",
     )
+    distributed.return_state_to_launcher(trainer)  # ddp_spawn: evaluations come back to this process
     return Run(cfg, run_dir, datamodule, module, trainer)

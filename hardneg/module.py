@@ -208,16 +208,14 @@ class MetricLearningModule(L.LightningModule):
             raise UserError("query_gallery evaluation needs the test split's is_query (which items are queries)")
         return torch.as_tensor(is_query)[indices.cpu()].bool()
 
-    # State that must reach the launching process under ddp_spawn: Lightning sends back only the
-    # weights (the state dict) of rank 0, so the evaluation history travels as extra state.
-    def get_extra_state(self) -> dict:
-        return {"eval_history": [[int(e), dict(m)] for e, m in self.eval_history], "summary": self.summary}
+    # What must reach the launching process under ddp_spawn (``distributed.return_state_to_launcher``).
+    def launcher_state(self) -> dict:
+        return {"eval_history": self.eval_history, "summary": self.summary, "skipped_steps": self.skipped_steps,
+                "last_train_stats": {k: v.detach().cpu() for k, v in self.last_train_stats.items()}}
 
-    def set_extra_state(self, state: dict) -> None:
-        if not state:
-            return
-        self.eval_history = [(int(e), dict(m)) for e, m in state.get("eval_history", [])]
-        self.summary = dict(state.get("summary", {}))
+    def load_launcher_state(self, state: dict) -> None:
+        self.eval_history, self.summary = state["eval_history"], state["summary"]
+        self.skipped_steps, self.last_train_stats = state["skipped_steps"], state["last_train_stats"]
 
     def completed_epochs(self) -> int:
         """Training epochs finished: inside ``fit`` the running epoch counts once it is

@@ -20,6 +20,12 @@ class RetrievalExamplesCallback(L.Callback):
         self.num_queries, self.top_k, self.seed = num_queries, top_k, seed
         self._queries = None  # rows chosen at the first evaluation, kept for every later one
 
+    def state_dict(self) -> dict:
+        return {"queries": self._queries}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._queries = state["queries"]
+
     @property
     def neighbours_needed(self) -> int:
         """How many nearest neighbours per query the evaluation must keep for this callback."""

@@ -41,6 +41,14 @@ class TripletSpaceCallback(L.Callback):
         self._evaluations: dict[int, dict] = {}  # epoch -> geometry and metrics, for the curves
         self._started = False
 
+    def state_dict(self) -> dict:
+        return {"history": [(epoch, counts.state_dict()) for epoch, counts in self._history],
+                "evaluations": dict(self._evaluations), "started": self._started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._history = [(epoch, TripletCounts.from_state_dict(counts)) for epoch, counts in state["history"]]
+        self._evaluations, self._started = dict(state["evaluations"]), state["started"]
+
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     def _run_dir(trainer: L.Trainer) -> Path:
