@@ -106,6 +106,8 @@ class StateReturningLauncher(_MultiProcessingLauncher):
         state = {
             "module": module.launcher_state() if hasattr(module, "launcher_state") else None,
             "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks if _ours(cb)},
+            # The epoch counter, so that trainer.current_epoch here says how far training got.
+            "epoch_progress": trainer.fit_loop.epoch_progress.state_dict(),
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)  # bytes, as Lightning sends its own metrics (no shared memory)
@@ -116,6 +118,7 @@ class StateReturningLauncher(_MultiProcessingLauncher):
         super().update_main_process_results(trainer, extra)
         # Our own worker's data, written a moment ago by this program: not untrusted input.
         state = torch.load(io.BytesIO(extra["hardneg_state_bytes"]), weights_only=False)
+        trainer.fit_loop.epoch_progress.load_state_dict(state["epoch_progress"])
         module = trainer.lightning_module
         if state["module"] is not None and hasattr(module, "load_launcher_state"):
             module.load_launcher_state(state["module"])
