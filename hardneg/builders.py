@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
 from hardneg.loggers import build_logger
@@ -120,6 +121,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         nonfinite=cfg.nonfinite,
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
+        eval_nonfinite=cfg.eval.get("nonfinite", "error"),
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
@@ -132,4 +134,5 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         use_distributed_sampler=False,
         sync_batchnorm=cfg.model.batchnorm == "sync",
     )
+    distributed.return_state_to_launcher(trainer)  # ddp_spawn: evaluations come back to this process
     return Run(cfg, run_dir, datamodule, module, trainer)

@@ -17,7 +17,9 @@ from torch import Tensor
 from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.errors import UserError
-from hardneg.metrics import RetrievalMetric
+from hardneg.evaluation import NONFINITE_POLICIES as EVAL_NONFINITE_POLICIES
+from hardneg.evaluation import EmbeddingBuffer, Evaluation, evaluate_embeddings
+from hardneg.metrics.knn import check_backend
 from hardneg.models import EmbeddingNet
 
 NONFINITE_POLICIES = ("skip", "stop")
@@ -40,6 +42,7 @@ class MetricLearningModule(L.LightningModule):
         max_consecutive_nonfinite: int = 10,
         inputs_are_features: bool = False,
         eval_backend: str = "torch",
+        eval_nonfinite: str = "error",
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -48,13 +51,17 @@ class MetricLearningModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.nonfinite, self.max_consecutive_nonfinite = nonfinite, max_consecutive_nonfinite
         self.inputs_are_features = inputs_are_features
-        self.eval_metric = RetrievalMetric(ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend)
+        check_backend(eval_backend)
+        if eval_nonfinite not in EVAL_NONFINITE_POLICIES:
+            raise ValueError(f"eval.nonfinite={eval_nonfinite!r} is unknown; choose one of {list(EVAL_NONFINITE_POLICIES)}")
+        self.recall_ks, self.query_gallery, self.eval_nonfinite = tuple(recall_ks), query_gallery, eval_nonfinite
+        self._eval_buffer = EmbeddingBuffer()
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
         self._finite_batches_since_step = 0  # a step with none is skipped (on_before_optimizer_step)
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
         self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
-        self.last_eval: dict[str, Any] = {}  # the latest evaluation: metrics, embeddings, labels
+        self.last_evaluation: Evaluation | None = None  # the latest one (see on_validation_epoch_end)
         self.summary: dict[str, Any] = {}  # callbacks record run-level findings here (e.g. collapse)
 
     # -- embedding -------------------------------------------------------------------------
@@ -156,25 +163,59 @@ class MetricLearningModule(L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self.eval_metric.reset()
+        self._eval_buffer.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, labels, index = batch
-        is_query = None
-        test_set = getattr(self.trainer.datamodule, "splits", None) if self.trainer else None
-        if test_set is not None and getattr(test_set.test, "is_query", None) is not None:
-            is_query = test_set.test.is_query[index.cpu()].to(labels.device)
-        self.eval_metric.update(self(x), labels, index, is_query)
+        self._eval_buffer.add(self(x), labels, index)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.eval_metric.compute()
+        """Gather the whole test set on every rank, evaluate it once (``hardneg.evaluation``),
+        log the metrics and hand the ``Evaluation`` to every callback with ``on_evaluation``."""
+        if self.trainer.sanity_checking:  # a few batches only: no evaluation to speak of
+            self._eval_buffer.reset()
+            return
+        embeddings, labels, indices = self._eval_buffer.gather()  # a collective under DDP
+        self._eval_buffer.reset()
         epoch = self.completed_epochs()
-        self.eval_history.append((epoch, metrics))
-        # Kept for analysis callbacks (their on_validation_end runs after this hook).
-        self.last_eval = {"epoch": epoch, "metrics": metrics, **self.eval_metric.gathered()}
-        for key, value in metrics.items():
+        evaluation = evaluate_embeddings(
+            embeddings, labels, indices, self._is_query(indices), epoch=epoch, ks=self.recall_ks,
+            nonfinite=self.eval_nonfinite, neighbours=self._neighbours_needed(),
+        )
+        self.last_evaluation = evaluation
+        self.eval_history.append((epoch, evaluation.metrics))
+        # Every rank holds the same numbers: no reduction needed, and none may differ.
+        for key, value in evaluation.metrics.items():
             self.log(f"test/{key}", value, prog_bar=key == "recall@1", sync_dist=False, rank_zero_only=False)
-        self.eval_metric.reset()
+        for key in ("mean_similarity", "effective_rank", "dims_in_use"):
+            self.log(f"test/{key}", evaluation.collapse[key], sync_dist=False, rank_zero_only=False)
+        for callback in self.trainer.callbacks:
+            if callable(getattr(callback, "on_evaluation", None)):
+                callback.on_evaluation(self.trainer, self, evaluation)
+
+    def _neighbours_needed(self) -> int:
+        """Nearest neighbours to keep per query: callbacks say how many they show
+        (``neighbours_needed``, e.g. the retrieval examples' top_k)."""
+        return max([10, *(int(getattr(cb, "neighbours_needed", 0)) for cb in self.trainer.callbacks)])
+
+    def _is_query(self, indices: Tensor) -> Tensor | None:
+        """Query/gallery datasets mark their queries; looked up by dataset index once per evaluation."""
+        if not self.query_gallery:
+            return None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        is_query = getattr(getattr(getattr(datamodule, "splits", None), "test", None), "is_query", None)
+        if is_query is None:
+            raise UserError("query_gallery evaluation needs the test split's is_query (which items are queries)")
+        return torch.as_tensor(is_query)[indices.cpu()].bool()
+
+    # What must reach the launching process under ddp_spawn (``distributed.return_state_to_launcher``).
+    def launcher_state(self) -> dict:
+        return {"eval_history": self.eval_history, "summary": self.summary, "skipped_steps": self.skipped_steps,
+                "last_train_stats": {k: v.detach().cpu() for k, v in self.last_train_stats.items()}}
+
+    def load_launcher_state(self, state: dict) -> None:
+        self.eval_history, self.summary = state["eval_history"], state["summary"]
+        self.skipped_steps, self.last_train_stats = state["skipped_steps"], state["last_train_stats"]
 
     def completed_epochs(self) -> int:
         """Training epochs finished: inside ``fit`` the running epoch counts once it is

@@ -104,6 +104,40 @@ class Recorder(Callback):
         self.record["weights"].append({n: p.detach().clone() for n, p in module.named_parameters()})
 
 
+EVAL_ITEMS = 13  # odd: DistributedSampler pads rank 1's shard with a repeat of item 0
+
+
+class EvaluationRecorder(Callback):
+    """Keeps what the module hands every callback after an evaluation."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_evaluation(self, trainer, module, evaluation):
+        ranking = {name: getattr(evaluation.ranking, name) for name in ("similarities", "indices", "first_positive",
+                                                                       "best_positive", "best_negative")}
+        self.seen.append({**evaluation.state(), **ranking, "points": evaluation.triplet_points()})
+
+
+def run_evaluation(run_dir: str, devices: int) -> dict:
+    """One ``trainer.validate`` of 13 test items in float64, with the analysis callbacks writing
+    their files under ``run_dir``; returns what each callback and the module saw."""
+    from hardneg.callbacks import CollapseDetector, TripletSpaceCallback
+
+    x, y = global_batch()
+    x, y = x[:EVAL_ITEMS], y[:EVAL_ITEMS]
+    module = make_module("sct")
+    recorder, detector = EvaluationRecorder(), CollapseDetector(threshold=-0.99, patience=1)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", precision="64-true",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[recorder, detector, TripletSpaceCallback(gradient_field=False, keep_embeddings="all")],
+        default_root_dir=run_dir,
+    )
+    trainer.validate(module, DataLoader(TensorRetrievalDataset(x, y), batch_size=4), verbose=False)
+    return {"seen": recorder.seen, "history": module.eval_history, "collapse": detector.history}
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     """One DDP process: join the group, run every scenario, save what it saw."""
     for key in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
@@ -115,6 +149,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     shard = list(range(rank * per_rank, (rank + 1) * per_rank))
     results = {name: run_steps(name, shard, WORLD) for name in SCENARIOS}
     results["collectives"] = uneven_gather(rank)
+    results["evaluation"] = run_evaluation(str(Path(out_dir) / "evaluation"), WORLD)
+    results["evaluation_dir"] = str(Path(out_dir) / "evaluation")
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
@@ -226,6 +262,46 @@ def test_a_nonfinite_step_is_skipped_by_every_rank_without_hanging(ddp_results, 
         assert run["grads"][0] and all(float(g.abs().max()) == 0 for g in run["grads"][0].values())
         assert any(float((run["weights"][1][k] - run["initial"][k]).abs().max()) > 0 for k in run["initial"])
     assert_close(ddp_results[0][name]["weights"][1], ddp_results[1][name]["weights"][1], atol=0)
+
+
+@pytest.mark.ddp
+def test_evaluation_is_the_whole_test_set_on_every_rank_and_equals_one_process(ddp_results, tmp_path):
+    """The gathered evaluation (padding duplicate dropped, dataset order) equals one process:
+    what callbacks receive, the logged metrics, the collapse statistics and the saved files."""
+    import math
+
+    from hardneg.analysis import artifacts
+
+    one = run_evaluation(str(tmp_path / "one"), devices=1)
+    (want,) = one["seen"]
+    assert len(want["labels"]) == EVAL_ITEMS and torch.equal(want["indices"], torch.arange(EVAL_ITEMS))
+    for rank in ddp_results:
+        (got,) = rank["evaluation"]["seen"]
+        assert torch.equal(got["indices"], want["indices"]) and torch.equal(got["labels"], want["labels"])
+        torch.testing.assert_close(got["embeddings"], want["embeddings"], atol=1e-12, rtol=0)
+        for key in ("indices", "first_positive"):  # the ranking, tie order included
+            assert torch.equal(got[key], want[key]), key
+        for key in ("similarities", "best_positive", "best_negative"):
+            torch.testing.assert_close(got[key], want[key], atol=1e-12, rtol=0)
+        assert torch.equal(got["points"][1], want["points"][1])
+        for (e1, m1), (e2, m2) in zip(rank["evaluation"]["history"], one["history"]):
+            assert e1 == e2 and m1.keys() == m2.keys()
+            assert all(m1[k] == pytest.approx(m2[k], abs=1e-12) or math.isnan(m2[k]) for k in m2)
+        assert rank["evaluation"]["collapse"].keys() == {0}
+        for key, value in one["collapse"][0].items():  # the stop decision reads these, on every rank
+            assert rank["evaluation"]["collapse"][0][key] == pytest.approx(value, abs=1e-12), key
+    # The files rank 0 wrote (figure data, embeddings) equal the one-process run's.
+    two_dir = Path(ddp_results[0]["evaluation_dir"])
+    for load in (artifacts.load_test_evals, artifacts.load_embeddings):
+        (saved_two,), (saved_one,) = load(two_dir), load(tmp_path / "one")
+        assert saved_two.keys() == saved_one.keys()
+        for key, value in saved_one.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(saved_two[key], value), key
+            elif isinstance(value, dict):
+                assert all(saved_two[key][k] == pytest.approx(v, abs=1e-12) for k, v in value.items()), key
+            else:
+                assert saved_two[key] == value, key
 
 
 # The end-to-end run: the real CLI with trainer=ddp, as a user starts it (Lightning re-launches

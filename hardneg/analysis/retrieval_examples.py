@@ -122,12 +122,19 @@ def image_test_set(datamodule):
     return splits.test if isinstance(first, Tensor) and first.dim() == 3 else None
 
 
-def write_retrieval_grid(dataset, evaluation: dict, path: str | Path, query_rows: Tensor, k: int = 5,
+def write_retrieval_grid(dataset, evaluation, path: str | Path, query_rows: Tensor, k: int = 5,
                          mean=None, std=None, class_names: list[str] | None = None, title: str = "") -> Path:
-    """Draw ``query_rows`` of an evaluation (``embeddings``, ``labels``, ``indices``: the dataset
-    index of each row, optional ``is_query``) with their top-k results, images from ``dataset``."""
-    labels, indices = evaluation["labels"].cpu(), evaluation["indices"].cpu()
-    rows, correct = top_k(evaluation["embeddings"], labels, query_rows, k, evaluation.get("is_query"))
+    """Draw ``query_rows`` of an evaluation with their top-k results, images from ``dataset``.
+
+    ``evaluation``: a ``hardneg.evaluation.Evaluation`` (its ranking supplies the neighbours), or
+    a saved record (``embeddings``, ``labels``, ``indices``: the dataset index of each row,
+    optional ``is_query``), whose neighbours are then searched here."""
+    if isinstance(evaluation, dict):
+        labels, indices = evaluation["labels"].cpu(), evaluation["indices"].cpu()
+        rows, correct = top_k(evaluation["embeddings"], labels, query_rows, k, evaluation.get("is_query"))
+    else:
+        labels, indices = evaluation.labels.cpu(), evaluation.indices.cpu()
+        rows, correct = evaluation.neighbours(query_rows, k)
 
     def image(row: int) -> np.ndarray:
         return display_image(dataset[int(indices[row])][0], mean, std)

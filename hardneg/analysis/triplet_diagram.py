@@ -84,27 +84,16 @@ def best_match_points(
     the queries, references the gallery. Rows are processed ``chunk_size`` at a time so
     the full similarity matrix is never held (SOP has 60k test images).
     """
+    from hardneg.metrics.ranking import rank
+
     e = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
     labels = labels.to(e.device)
     if is_query is not None:
-        is_query = is_query.to(e.device).bool()
-        anchors, refs = e[is_query], e[~is_query]
-        anchor_labels, ref_labels = labels[is_query], labels[~is_query]
-        self_rows = None
+        q = is_query.to(e.device).bool()
+        ranking = rank(e[q], labels[q], e[~q], labels[~q], k=0, chunk_size=chunk_size)
     else:
-        anchors, refs, anchor_labels, ref_labels = e, e, labels, labels
-        self_rows = torch.arange(len(e), device=e.device)
-    out = []
-    for start in range(0, len(anchors), chunk_size):
-        sim = anchors[start:start + chunk_size] @ refs.T
-        same = anchor_labels[start:start + chunk_size, None] == ref_labels[None, :]
-        if self_rows is not None:  # an item is neither its own positive nor its own negative
-            rows = torch.arange(len(sim), device=e.device)
-            sim[rows, self_rows[start:start + chunk_size]] = -float("inf")
-        s_ap = sim.masked_fill(~same, -float("inf")).amax(dim=1)
-        s_an = sim.masked_fill(same, -float("inf")).amax(dim=1)
-        out.append(torch.stack([s_ap, s_an], dim=1))
-    points = torch.cat(out) if out else torch.zeros(0, 2)
+        ranking = rank(e, labels, k=0, chunk_size=chunk_size)
+    points = torch.stack([ranking.best_positive, ranking.best_negative], dim=1)
     points = points[torch.isfinite(points).all(dim=1)]  # anchors with no positive (or no negative)
     return points.cpu(), (points[:, 0] > points[:, 1]).cpu()
 

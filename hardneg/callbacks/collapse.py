@@ -4,8 +4,10 @@ That is the failure the paper explains for hardest negatives with NCA/triplet lo
 gradient on a very hard negative pulls anchor, positive and negative together, triplets drift
 to (1, 1), Recall@1 falls to or below its epoch-0 value and the NCA loss sticks at ln 2.
 Detection uses the mean off-diagonal cosine similarity of the test embeddings after each
-evaluation (cheap at any scale, see ``hardneg.analysis.collapse``); the epoch-0 evaluation is
-the baseline, not a verdict (an untrained head may already map everything close together).
+evaluation (``Evaluation.collapse``, see ``hardneg.analysis.collapse``); the epoch-0 evaluation
+is the baseline, not a verdict (an untrained head may already map everything close together).
+The evaluation is the whole test set on every rank, so every rank reaches the same verdict and
+stops alike (a run stopping on one rank only would hang the others).
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import logging
 
 import lightning as L
 
-from hardneg.analysis.collapse import collapse_stats
 from hardneg.callbacks.publish import describe_loss, describe_mining
 
 log = logging.getLogger("hardneg")
@@ -31,6 +32,13 @@ class CollapseDetector(L.Callback):
         self.threshold, self.patience, self.action = threshold, patience, action
         self.history: dict[int, dict[str, float]] = {}  # epoch -> collapse stats
         self.fired_at: int | None = None
+        self._recall_at_1: float | None = None  # of the latest evaluation, for the message
+
+    def state_dict(self) -> dict:
+        return {"history": dict(self.history), "fired_at": self.fired_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.fired_at = dict(state["history"]), state["fired_at"]
 
     def _above_since(self) -> int | None:
         """First epoch of the current run of trained evaluations above the threshold."""
@@ -42,14 +50,11 @@ class CollapseDetector(L.Callback):
                 since = None
         return since
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        evaluation = pl_module.last_eval
-        if trainer.sanity_checking or not evaluation:
-            return
-        # Every rank holds the same gathered embeddings, so every rank reaches the same verdict
-        # (and sets should_stop alike) without a collective.
-        epoch = evaluation["epoch"]
-        self.history[epoch] = collapse_stats(evaluation["embeddings"])
+    def on_evaluation(self, trainer: L.Trainer, pl_module, evaluation) -> None:
+        """Called by the module after each evaluation with its ``hardneg.evaluation.Evaluation``."""
+        epoch = evaluation.epoch
+        self.history[epoch] = dict(evaluation.collapse)
+        self._recall_at_1 = evaluation.metrics.get("recall@1")
         since = self._above_since()
         streak = sum(1 for e in self.history if since is not None and e >= since)
         record = pl_module.summary.setdefault("collapse", {"collapsed": False, "threshold": self.threshold})
@@ -62,13 +67,15 @@ class CollapseDetector(L.Callback):
     def _fire(self, trainer: L.Trainer, pl_module, epoch: int, since: int, record: dict) -> None:
         self.fired_at = epoch
         stats = self.history[epoch]
-        train = {k: float(v) for k, v in pl_module.last_train_stats.items() if v.dim() == 0}
+        # The last training step's logged stats (Lightning keeps them in callback_metrics).
+        train = {k.removeprefix("train/"): float(v) for k, v in trainer.callback_metrics.items()
+                 if k.startswith("train/")}
         message = self.explain(pl_module, epoch, since, stats, train)
         record.update(
             collapsed=True, since_epoch=since, detected_epoch=epoch, action=self.action,
             loss=describe_loss(pl_module), mining=describe_mining(pl_module),
             effective_rank=round(stats["effective_rank"], 4), dims_in_use=round(stats["dims_in_use"], 4),
-            recall_at_1=pl_module.last_eval["metrics"].get("recall@1"),
+            recall_at_1=self._recall_at_1,
             hn_ratio=train.get("hn_ratio"), message=message,
         )
         if trainer.is_global_zero:
@@ -79,7 +86,7 @@ class CollapseDetector(L.Callback):
     def explain(self, pl_module, epoch: int, since: int, stats: dict, train: dict) -> str:
         baseline = self.history.get(0)
         start = f" (epoch 0: {baseline['mean_similarity']:.3f})" if baseline else ""
-        recall = pl_module.last_eval["metrics"].get("recall@1")
+        recall = self._recall_at_1
         hn = train.get("hn_ratio")
         lines = [
             f"Embedding collapse detected at epoch {epoch}: the test embeddings have a mean pairwise cosine "

@@ -1,5 +1,10 @@
 """RetrievalExamplesCallback: after each evaluation, a grid of fixed test queries and their
-top-k results (green: same class), saved under figures/retrieval/ and logged to W&B."""
+top-k results (green: same class), saved under figures/retrieval/ and logged to W&B.
+
+The neighbours come from the evaluation's ranking (``Evaluation.neighbours``); the module keeps
+at least ``neighbours_needed`` of them per query. Only the pictures are fetched from the
+datamodule's test split, by dataset index.
+"""
 from __future__ import annotations
 
 import lightning as L
@@ -15,9 +20,19 @@ class RetrievalExamplesCallback(L.Callback):
         self.num_queries, self.top_k, self.seed = num_queries, top_k, seed
         self._queries = None  # rows chosen at the first evaluation, kept for every later one
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        evaluation = pl_module.last_eval
-        if trainer.sanity_checking or not evaluation or not trainer.is_global_zero:
+    def state_dict(self) -> dict:
+        return {"queries": self._queries}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._queries = state["queries"]
+
+    @property
+    def neighbours_needed(self) -> int:
+        """How many nearest neighbours per query the evaluation must keep for this callback."""
+        return self.top_k
+
+    def on_evaluation(self, trainer: L.Trainer, pl_module, evaluation) -> None:
+        if not trainer.is_global_zero:
             return
         from hardneg.analysis.retrieval_examples import image_test_set, pick_queries, write_retrieval_grid
 
@@ -26,11 +41,11 @@ class RetrievalExamplesCallback(L.Callback):
         if dataset is None:  # no images to show (e.g. a feature-only dataset)
             return
         if self._queries is None:
-            self._queries = pick_queries(evaluation["labels"], self.num_queries, self.seed, evaluation.get("is_query"))
+            self._queries = pick_queries(evaluation.labels, self.num_queries, self.seed, evaluation.is_query)
         if len(self._queries) == 0:
             return
         class_names = (getattr(datamodule, "class_names", None) or {}).get("test")
-        epoch = evaluation["epoch"]
+        epoch = evaluation.epoch
         path = write_retrieval_grid(
             dataset, evaluation, artifacts.figure_path(trainer.default_root_dir, "retrieval", epoch), self._queries,
             self.top_k, getattr(datamodule, "mean", None), getattr(datamodule, "std", None), class_names,

@@ -1,9 +1,10 @@
 """Triplet-space figures and collapse diagnostics during training (logged to W&B as images).
 
 Per training epoch: the 2-D histogram of the mined triplets' (S_ap, S_an) and the hn_ratio
-curve. Per evaluation: each test anchor's best positive vs best negative, coloured by whether
-its nearest neighbour is correct, and the collapse diagnostics of the test embeddings
-(``test/mean_similarity``, ``test/effective_rank``, ``test/dims_in_use``). Once per run: the
+curve. Per evaluation (``on_evaluation``, called by the module with its ``Evaluation``): each
+test anchor's best positive vs best negative, coloured by whether its nearest neighbour is
+correct, and the curve of the collapse diagnostics of the test embeddings (the module logs them
+as ``test/mean_similarity``, ``test/effective_rank``, ``test/dims_in_use``). Once per run: the
 gradient field of the run's loss. Raw data go to ``<run_dir>/analysis`` so that
 ``python -m hardneg.analyze run_dir=...`` can redraw everything without retraining.
 """
@@ -16,18 +17,16 @@ import lightning as L
 import torch
 
 from hardneg.analysis import artifacts
-from hardneg.analysis.collapse import collapse_stats
 from hardneg.analysis.figures import DEFAULT_SCT_THRESHOLD
-from hardneg.analysis.triplet_diagram import DEFAULT_BINS, TripletCounts, best_match_points
-from hardneg.callbacks.publish import describe_loss, describe_mining, log_images, log_scalars, sct_threshold
+from hardneg.analysis.triplet_diagram import DEFAULT_BINS, TripletCounts
+from hardneg.callbacks.publish import describe_loss, describe_mining, log_images, sct_threshold
 
 log = logging.getLogger("hardneg")
-GEOMETRY_KEYS = ("mean_similarity", "effective_rank", "dims_in_use")
 
 
 class TripletSpaceCallback(L.Callback):
     def __init__(self, bins: int = DEFAULT_BINS, train_every_n_epochs: int = 1, keep_embeddings: str = "first_last",
-                 gradient_field: bool = True):
+                 gradient_field: bool = True, collapse_threshold: float | None = None):
         if keep_embeddings not in artifacts.KEEP_EMBEDDINGS:
             raise ValueError(f"callbacks.triplet_space.keep_embeddings={keep_embeddings!r} is unknown; "
                              f"choose one of {list(artifacts.KEEP_EMBEDDINGS)}")
@@ -35,11 +34,20 @@ class TripletSpaceCallback(L.Callback):
             raise ValueError("callbacks.triplet_space: bins must be >= 2 and train_every_n_epochs >= 1")
         self.bins, self.train_every_n_epochs = bins, train_every_n_epochs
         self.keep_embeddings, self.gradient_field = keep_embeddings, gradient_field
+        self.collapse_threshold = collapse_threshold  # drawn on the collapse curve (callbacks.collapse.threshold)
         self._counts: TripletCounts | None = None
         self._seen_stats = None  # the stats dict of the last step counted (skipped steps keep the old one)
         self._history: list[tuple[int, TripletCounts]] = []
         self._evaluations: dict[int, dict] = {}  # epoch -> geometry and metrics, for the curves
         self._started = False
+
+    def state_dict(self) -> dict:
+        return {"history": [(epoch, counts.state_dict()) for epoch, counts in self._history],
+                "evaluations": dict(self._evaluations), "started": self._started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._history = [(epoch, TripletCounts.from_state_dict(counts)) for epoch, counts in state["history"]]
+        self._evaluations, self._started = dict(state["evaluations"]), state["started"]
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -130,20 +138,20 @@ class TripletSpaceCallback(L.Callback):
                              total[3], total[4])
 
     # -- test split -----------------------------------------------------------------------
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        evaluation = pl_module.last_eval
-        if trainer.sanity_checking or not evaluation or not trainer.is_global_zero:
+    def on_evaluation(self, trainer: L.Trainer, pl_module, evaluation) -> None:
+        """Called by the module after each evaluation with its ``hardneg.evaluation.Evaluation``
+        (the whole test set, the same on every rank); only rank 0 writes."""
+        if not trainer.is_global_zero:
             return
-        epoch, run_dir = evaluation["epoch"], self._run_dir(trainer)
+        epoch, run_dir = evaluation.epoch, self._run_dir(trainer)
         threshold = sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD)
-        points, correct = best_match_points(evaluation["embeddings"], evaluation["labels"], evaluation.get("is_query"))
-        geometry = collapse_stats(evaluation["embeddings"])
+        points, correct = evaluation.triplet_points()
+        geometry = dict(evaluation.collapse)
         pl_module.summary.setdefault("test_geometry", {})[str(epoch)] = {
-            **{k: round(v, 5) for k, v in geometry.items()}, "recall@1": evaluation["metrics"].get("recall@1")}
-        log_scalars(trainer, {f"test/{k}": geometry[k] for k in GEOMETRY_KEYS})
-        self._evaluations[epoch] = {"epoch": epoch, "geometry": geometry, "metrics": evaluation["metrics"]}
-        artifacts.save_test_eval(run_dir, epoch, points, correct, geometry, evaluation["metrics"], threshold)
-        artifacts.save_embeddings(run_dir, epoch, evaluation, self.keep_embeddings)
+            **{k: round(v, 5) for k, v in geometry.items()}, "recall@1": evaluation.metrics.get("recall@1")}
+        self._evaluations[epoch] = {"epoch": epoch, "geometry": geometry, "metrics": evaluation.metrics}
+        artifacts.save_test_eval(run_dir, epoch, points, correct, geometry, evaluation.metrics, threshold)
+        artifacts.save_embeddings(run_dir, epoch, evaluation.state(), self.keep_embeddings)
 
         from hardneg.analysis.curves import plot_collapse
         from hardneg.analysis.triplet_diagram import plot_test_diagram
@@ -154,14 +162,7 @@ class TripletSpaceCallback(L.Callback):
                 points, correct, artifacts.figure_path(run_dir, "test_triplets", epoch), title, threshold, self.bins),
             "figures/collapse": plot_collapse(
                 list(self._evaluations.values()), artifacts.figure_path(run_dir, "collapse"),
-                self._title(pl_module, "test embeddings"), self._collapse_threshold(trainer)),
+                self._title(pl_module, "test embeddings"), self.collapse_threshold),
         }
         self._draw_hn_ratio(trainer, pl_module)
         log_images(trainer, images)
-
-    @staticmethod
-    def _collapse_threshold(trainer: L.Trainer) -> float | None:
-        for callback in trainer.callbacks:
-            if type(callback).__name__ == "CollapseDetector":
-                return callback.threshold
-        return None

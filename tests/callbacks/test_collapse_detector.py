@@ -7,24 +7,23 @@ import torch.nn.functional as F
 
 from hardneg.callbacks import CollapseDetector
 from hardneg.criterion import Criterion
+from hardneg.evaluation import evaluate_embeddings
 from hardneg.losses import NCALoss
 from hardneg.mining import TripletMiner
 
 
 def fake_run():
+    # The last training step's stats reach the detector the way Lightning keeps logged values.
+    logged = {"train/hn_ratio": torch.tensor(0.47), "train/s_ap": torch.tensor(0.99), "train/s_an": torch.tensor(0.99)}
     trainer = SimpleNamespace(sanity_checking=False, should_stop=False, is_global_zero=True,
-                              state=SimpleNamespace(fn="fit"))
-    module = SimpleNamespace(criterion=Criterion(NCALoss(), TripletMiner("easy", "hardest")), summary={},
-                             last_eval={}, last_train_stats={"hn_ratio": torch.tensor(0.47), "s_ap": torch.tensor(0.99),
-                                                             "s_an": torch.tensor(0.99), "points": torch.zeros(3, 2)})
+                              state=SimpleNamespace(fn="fit"), callback_metrics=logged)
+    module = SimpleNamespace(criterion=Criterion(NCALoss(), TripletMiner("easy", "hardest")), summary={})
     return trainer, module
 
 
 def evaluate(detector, trainer, module, epoch, embeddings):
     labels = torch.arange(len(embeddings)) % 5
-    module.last_eval = {"epoch": epoch, "metrics": {"recall@1": 0.2}, "embeddings": embeddings, "labels": labels,
-                        "indices": torch.arange(len(embeddings))}
-    detector.on_validation_end(trainer, module)
+    detector.on_evaluation(trainer, module, evaluate_embeddings(embeddings, labels, epoch=epoch, ks=(1,)))
 
 
 def constant(n=40, d=16):
@@ -48,6 +47,7 @@ def test_fires_on_constant_embeddings_and_stops_with_an_explanation(caplog):
     assert record["collapsed"] and record["since_epoch"] == 10 and record["detected_epoch"] == 20
     assert record["loss"].startswith("NCALoss") and record["mining"] == "easy positive / hardest negative"
     assert record["hn_ratio"] == pytest.approx(0.47) and record["effective_rank"] == pytest.approx(1.0, abs=1e-3)
+    assert record["recall_at_1"] is not None
     message = caplog.text
     for words in ("collapse", "epoch 10", "NCALoss", "hardest negative", "hn_ratio 0.470", "loss=sct", "Stopping"):
         assert words in message

@@ -64,6 +64,7 @@ def test_collapse_detector_stops_the_run_and_csv_gets_the_diagnostics(make_cfg):
     assert json.loads((run_dir / "results.json").read_text())["summary"]["collapse"]["detected_epoch"] == 1
     columns = next(csv.reader(open(run_dir / "csv" / "metrics.csv")))
     assert {"test/mean_similarity", "test/effective_rank", "test/dims_in_use"} <= set(columns)
+    assert record["mean_similarity"]["1"] == round(result["summary"]["test_geometry"]["1"]["mean_similarity"], 5)
 
 
 def test_analyze_explains_a_directory_without_analysis_data(tmp_path, capsys):

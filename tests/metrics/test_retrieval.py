@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
-from hardneg.metrics import kmeans, nmi, retrieval_metrics
+from hardneg.errors import ConfigError
+from hardneg.metrics import check_ks, kmeans, nmi, retrieval_metrics
 
 from . import reference as ref
 
-KS = (1, 2, 3, 8, 50, 1000)  # 1000 exceeds every reference set here
+KS = (1, 2, 3, 8, 40)
 
 
 def assert_same_metrics(got, want):
@@ -46,7 +47,7 @@ def test_query_vs_gallery_with_absent_class(blocks):
     query_labels = torch.cat([gallery_labels[:50], torch.full((7,), 999)])  # class 999: not in the gallery
     q, g = ref.unit(len(query_labels), 6, seed=5), ref.unit(len(gallery_labels), 6, seed=6)
     got = check(q, query_labels, g, gallery_labels, chunk_size=20)
-    assert got["recall@1000"] == pytest.approx(50 / 57)  # absent-class queries always miss
+    assert got["recall@40"] <= 50 / 57  # absent-class queries always miss
 
 
 def test_query_vs_gallery_ties(blocks):
@@ -97,9 +98,9 @@ def test_options_select_keys():
 
 def test_input_checks():
     x, labels = ref.unit(10, 4), ref.labels_with_sizes([5, 5])
-    with pytest.raises(ValueError, match="'torch', 'faiss'"):
+    with pytest.raises(ConfigError, match=r"\['torch'\]"):
         retrieval_metrics(x, labels, backend="scann")
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ConfigError, match=">= 1"):
         retrieval_metrics(x, labels, ks=(0, 1))
     with pytest.raises(ValueError, match="shape"):
         retrieval_metrics(x, labels[:9])
@@ -107,16 +108,17 @@ def test_input_checks():
         retrieval_metrics(x, labels, x)
 
 
-@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("gallery", [False, True])
-def test_faiss_equals_torch(ties, gallery):
-    pytest.importorskip("faiss")
-    labels = ref.labels_with_sizes([1, 2, 3, 7, 11] * 20, seed=12)
-    x = ref.tie_heavy(len(labels), 3, seed=12) if ties else ref.unit(len(labels), 16, seed=12)
-    args = (x[:120], labels[:120], x[120:], labels[120:]) if gallery else (x, labels)
-    t = retrieval_metrics(*args, ks=KS)
-    f = retrieval_metrics(*args, ks=KS, backend="faiss", chunk_size=64)
-    assert_same_metrics(f, t)
+def test_recall_k_beyond_the_references_is_a_clear_error(gallery):
+    """Recall@K with K above the references a query can retrieve would be 1.0 by construction."""
+    x, labels = ref.unit(10, 4), ref.labels_with_sizes([5, 5])
+    args = (x[:4], labels[:4], x[4:], labels[4:]) if gallery else (x, labels)
+    available = 6 if gallery else 9
+    assert "recall@%d" % available in retrieval_metrics(*args, ks=(1, available))
+    with pytest.raises(ConfigError, match=f"recall@{available + 1}.*{available} references"):
+        retrieval_metrics(*args, ks=(1, available + 1))
+    with pytest.raises(ConfigError, match=f"recall@{available + 1}"):
+        check_ks((1, available + 1), available)
 
 
 def test_agrees_with_pytorch_metric_learning():
