@@ -9,7 +9,7 @@ import pytest
 import torch
 from bruteforce import assert_close, check_mined, scenarios, triplet_loss
 
-from hardneg.criterion import Criterion, pick_similarities
+from hardneg.criterion import Criterion
 from hardneg.losses import (
     ContrastiveLoss,
     MarginTripletLoss,
@@ -100,23 +100,6 @@ def test_stats_report_hn_ratio_and_mean_similarities():
     assert stats["s_ap"].item() == pytest.approx(s_ap.mean().item())
     assert stats["s_an"].item() == pytest.approx(s_an.mean().item())
     assert all(not v.requires_grad for v in stats.values())
-
-
-def test_pick_similarities_values_are_the_matrix_entries_and_gradient_is_the_dot_products():
-    g = torch.Generator().manual_seed(3)
-    anchors = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    refs = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    rows, cols = torch.tensor([0, 0, 3, 4, 4]), torch.tensor([6, 1, 1, 0, 0])  # repeated pair on purpose
-    weights = torch.randn(5, dtype=torch.float64, generator=g)
-    sim = anchors.detach() @ refs.detach().T
-    picked = pick_similarities(sim, anchors, refs, rows, cols)
-    assert torch.equal(picked, sim[rows, cols])
-    (picked * weights).sum().backward()
-    got = anchors.grad.clone(), refs.grad.clone()
-    anchors.grad = refs.grad = None
-    ((anchors @ refs.T)[rows, cols] * weights).sum().backward()
-    assert_close(got[0], anchors.grad)
-    assert_close(got[1], refs.grad)
 
 
 def test_criterion_matrix_is_not_kept_for_triplet_losses_in_eval():
