@@ -137,7 +137,7 @@ def _load(group, name):
 def test_config_groups_are_complete():
     assert {"sct", "nca", "margin", "contrastive", "multi_similarity", "proxy_anchor"} <= set(LOSS_YAMLS)
     expected = {f"{p}_{'hard' if n == 'hardest' else n}" for p in POS for n in NEG}
-    assert set(MINING_YAMLS) == expected
+    assert set(MINING_YAMLS) == expected | {"default"}  # the paper's preset names, and mining.pos/neg
 
 
 @pytest.mark.parametrize("name", MINING_YAMLS)
@@ -145,7 +145,7 @@ def test_every_mining_config_instantiates(name):
     from hydra.utils import instantiate
 
     miner = instantiate(_load("mining", name))
-    pos, neg = name.split("_")
+    pos, neg = name.split("_") if name != "default" else ("easy", "hard")
     assert isinstance(miner, TripletMiner)
     assert (miner.pos, miner.neg) == (pos, "hardest" if neg == "hard" else neg)
 
@@ -193,3 +193,14 @@ def test_a_nan_embedding_makes_the_loss_nan_instead_of_vanishing_from_mining(los
     embeddings.requires_grad_()
     loss, _ = Criterion(NAN_LOSSES[loss_name]())(embeddings, scenario.ref_labels)
     assert torch.isnan(loss) and loss.requires_grad
+
+
+def test_mining_is_chosen_by_pos_and_neg_keys_as_well_as_by_preset_name():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        by_keys = compose(config_name="config", overrides=["mining=default", "mining.pos=all", "mining.neg=semihard"])
+        by_name = compose(config_name="config", overrides=["mining=all_semihard"])
+        tweaked = compose(config_name="config", overrides=["mining=easy_hard", "mining.neg=easy"])
+    assert by_keys.mining == by_name.mining
+    assert (tweaked.mining.pos, tweaked.mining.neg, tweaked.mining.scope) == ("easy", "easy", "global")
