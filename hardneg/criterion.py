@@ -17,6 +17,7 @@ dtype: mining decisions and the loss must not depend on bf16/fp16 rounding of th
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -78,7 +79,7 @@ class Criterion(nn.Module):
         # false): remember it and make the loss non-finite, so the step is skipped or training
         # stops visibly instead of going on with a broken model.
         finite = check_unit_norm(embeddings, ref_embeddings)
-        with torch.autocast(embeddings.device.type, enabled=False):
+        with _full_precision(embeddings.device.type):
             anchors, refs = _at_least_float32(embeddings), _at_least_float32(ref_embeddings)
             if ref_embeddings is embeddings:
                 refs = anchors  # keep self-mining recognisable (one gradient buffer)
@@ -145,9 +146,11 @@ def _entries(sim: Tensor, t: Triplets) -> tuple[Tensor, Tensor]:
 
 def triplet_stats(s_ap: Tensor, s_an: Tensor) -> dict[str, Tensor]:
     """Detached stats of the mined triplets: their count, (S_ap, S_an) points and means."""
-    stats = {"valid_triplets": torch.tensor(float(len(s_ap))), "points": torch.stack([s_ap, s_an], dim=1)}
+    points = torch.stack([s_ap, s_an], dim=1)
+    stats = {"valid_triplets": torch.tensor(float(len(s_ap))), "points": points}
     if len(s_ap):
-        stats.update(hn_ratio=(s_an > s_ap).float().mean(), s_ap=s_ap.mean(), s_an=s_an.mean())
+        mean_ap, mean_an = points.mean(dim=0).unbind()
+        stats.update(hn_ratio=(s_an > s_ap).float().mean(), s_ap=mean_ap, s_an=mean_an)
     return stats
 
 
@@ -156,10 +159,9 @@ def check_unit_norm(embeddings: Tensor, ref_embeddings: Tensor) -> bool:
 
     One O((B + M) * D) reduction and one host sync per step."""
     with torch.no_grad():
-        norms = [torch.linalg.vector_norm(embeddings.detach().float(), dim=1)]
+        norms = torch.linalg.vector_norm(embeddings.detach().float(), dim=1)
         if ref_embeddings is not embeddings:
-            norms.append(torch.linalg.vector_norm(ref_embeddings.detach().float(), dim=1))
-        norms = torch.cat(norms)
+            norms = torch.cat([norms, torch.linalg.vector_norm(ref_embeddings.detach().float(), dim=1)])
         if norms.numel() == 0:
             return True
         low, high = torch.stack(torch.aminmax(norms)).tolist()
@@ -172,6 +174,12 @@ def check_unit_norm(embeddings: Tensor, ref_embeddings: Tensor) -> bool:
             "(hardneg's EmbeddingNet does)."
         )
     return True
+
+
+def _full_precision(device_type: str):
+    """Autocast off (if on): the similarity matrix and the loss in float32 or better."""
+    on = torch.is_autocast_enabled(device_type)
+    return torch.autocast(device_type, enabled=False) if on else contextlib.nullcontext()
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

@@ -29,14 +29,16 @@ def negative_strategy(name: str):
 
 def masked_argmax(score: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
     """(column of the highest ``score`` among the ``allowed`` entries of each row, whether the
-    row allows any); the first column on ties."""
-    return score.masked_fill(~allowed, float("-inf")).argmax(dim=1), allowed.any(dim=1)
+    row allows any); the first column on ties. ``score`` must be finite where allowed."""
+    best, column = score.masked_fill(~allowed, float("-inf")).max(dim=1)
+    return column, best > float("-inf")
 
 
 @negative_strategy("hardest")
 def hardest_negative(sim, is_negative, anchor, s_ap, generator=None):
-    """The most similar negative."""
-    return masked_argmax(sim[anchor], is_negative[anchor])
+    """The most similar negative (found once per anchor row, then given to each of its pairs)."""
+    column, found = masked_argmax(sim, is_negative)
+    return column[anchor], found[anchor]
 
 
 @negative_strategy("semihard")
@@ -53,8 +55,9 @@ def semihard_negative(sim, is_negative, anchor, s_ap, generator=None):
 
 @negative_strategy("easy")
 def easy_negative(sim, is_negative, anchor, s_ap, generator=None):
-    """The least similar negative."""
-    return masked_argmax(-sim[anchor], is_negative[anchor])
+    """The least similar negative (found once per anchor row, then given to each of its pairs)."""
+    column, found = masked_argmax(-sim, is_negative)
+    return column[anchor], found[anchor]
 
 
 @negative_strategy("random")

@@ -28,9 +28,9 @@ def positive_strategy(name: str):
 
 def best_per_row(score: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
     """(rows, columns) of the highest ``score`` among the ``allowed`` entries of each row, for
-    the rows that allow any; the first column on ties."""
-    cols = score.masked_fill(~allowed, float("-inf")).argmax(dim=1)
-    rows = allowed.any(dim=1).nonzero().squeeze(1)
+    the rows that allow any; the first column on ties. ``score`` must be finite where allowed."""
+    best, cols = score.masked_fill(~allowed, float("-inf")).max(dim=1)
+    rows = (best > float("-inf")).nonzero().squeeze(1)
     return rows, cols[rows]
 
 

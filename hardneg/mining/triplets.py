@@ -46,9 +46,10 @@ def pair_masks(
 ) -> tuple[Tensor, Tensor]:
     """Boolean [A, M] masks of same-class (excluding the anchor itself) and other-class pairs."""
     same = anchor_labels[:, None] == ref_labels[None, :]
+    other = ~same
     if self_index is not None:
         same[torch.arange(len(anchor_labels), device=same.device), self_index] = False
-    return same, anchor_labels[:, None] != ref_labels[None, :]
+    return same, other
 
 
 def default_self_index(sim: Tensor, offset: int = 0) -> Tensor:
@@ -63,7 +64,6 @@ def check_strategies(pos: str, neg: str) -> None:
         raise ValueError(f"mining.neg={neg!r} is unknown; choose one of {sorted(NEGATIVE_STRATEGIES)}")
 
 
-@torch.no_grad()
 def reference_triplets(
     sim: Tensor,
     anchor_labels: Tensor,
@@ -81,7 +81,10 @@ def reference_triplets(
     anchor, positive = POSITIVE_STRATEGIES[pos](sim, is_positive, generator)
     s_ap = sim[anchor, positive]
     negative, found = NEGATIVE_STRATEGIES[neg](sim, is_negative, anchor, s_ap, generator)
-    return anchor[found], positive[found], negative[found]
+    if not bool(found.all()):  # pairs without a negative give no triplet
+        keep = found.nonzero().squeeze(1)
+        anchor, positive, negative = anchor[keep], positive[keep], negative[keep]
+    return anchor, positive, negative
 
 
 @torch.no_grad()
