@@ -204,3 +204,54 @@ def test_mining_is_chosen_by_pos_and_neg_keys_as_well_as_by_preset_name():
         tweaked = compose(config_name="config", overrides=["mining=easy_hard", "mining.neg=easy"])
     assert by_keys.mining == by_name.mining
     assert (tweaked.mining.pos, tweaked.mining.neg, tweaked.mining.scope) == ("easy", "easy", "global")
+
+
+# ----------------------------------------------------------------------------- input checks
+def test_raw_embeddings_are_refused_with_a_clear_error():
+    from hardneg.errors import UserError
+
+    raw = torch.randn(12, 8, generator=torch.Generator().manual_seed(0)) * 10
+    with pytest.raises(UserError, match="L2-normalised") as err:
+        Criterion(SCTLoss())(raw, torch.arange(12) // 2)
+    assert "normalize" in str(err.value)
+    refs = torch.nn.functional.normalize(raw, dim=1)
+    with pytest.raises(UserError, match="L2-normalised"):  # raw references are caught as well
+        Criterion(SCTLoss())(refs[:4], torch.arange(4) // 2, raw, torch.arange(12) // 2)
+
+
+@pytest.mark.parametrize("loss_name", ["sct", "margin", "multi_similarity"])
+def test_under_bf16_autocast_the_matrix_and_loss_are_float32(loss_name):
+    """CPU autocast bf16: the loss equals the float32 computation on the same (bf16) embeddings."""
+    loss_fn = {"sct": SCTLoss, "margin": MarginTripletLoss, "multi_similarity": MultiSimilarityLoss}[loss_name]()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 16, generator=g)
+    layer = torch.nn.Linear(16, 8)
+    labels = torch.arange(64) // 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = torch.nn.functional.normalize(layer(x), dim=1)
+        assert embeddings.dtype == torch.bfloat16  # what a network under autocast hands over
+        loss, stats = Criterion(loss_fn)(embeddings, labels)
+    assert loss.dtype == torch.float32 and stats["points"].dtype == torch.float32
+    expected, _ = Criterion(loss_fn)(embeddings.detach().float(), labels)
+    assert torch.equal(loss.detach(), expected)
+    loss.backward()
+    assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+
+
+def test_pair_losses_mine_only_when_stats_are_asked_for(monkeypatch):
+    calls = []
+    miner = TripletMiner()
+    monkeypatch.setattr(TripletMiner, "__call__", lambda self, *a, **k: calls.append(1) or _no_triplets(a[0]))
+    e = torch.nn.functional.normalize(torch.randn(10, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    criterion = Criterion(MultiSimilarityLoss(), miner)
+    loss, stats = criterion(e, torch.arange(10) % 5, stats=False)
+    assert not calls and "hn_ratio" not in stats and "ms_valid_anchors" in stats
+    criterion(e, torch.arange(10) % 5)
+    assert calls == [1]
+
+
+def _no_triplets(sim):
+    from hardneg.mining import Triplets
+
+    empty = torch.zeros(0, dtype=torch.long)
+    return Triplets(empty, empty, empty, num_anchors=len(sim))
