@@ -9,7 +9,7 @@ import pytest
 import torch
 from bruteforce import assert_close, check_mined, scenarios, triplet_loss
 
-from hardneg.criterion import Criterion, pick_similarities
+from hardneg.criterion import Criterion
 from hardneg.losses import (
     ContrastiveLoss,
     MarginTripletLoss,
@@ -102,23 +102,6 @@ def test_stats_report_hn_ratio_and_mean_similarities():
     assert all(not v.requires_grad for v in stats.values())
 
 
-def test_pick_similarities_values_are_the_matrix_entries_and_gradient_is_the_dot_products():
-    g = torch.Generator().manual_seed(3)
-    anchors = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    refs = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    rows, cols = torch.tensor([0, 0, 3, 4, 4]), torch.tensor([6, 1, 1, 0, 0])  # repeated pair on purpose
-    weights = torch.randn(5, dtype=torch.float64, generator=g)
-    sim = anchors.detach() @ refs.detach().T
-    picked = pick_similarities(sim, anchors, refs, rows, cols)
-    assert torch.equal(picked, sim[rows, cols])
-    (picked * weights).sum().backward()
-    got = anchors.grad.clone(), refs.grad.clone()
-    anchors.grad = refs.grad = None
-    ((anchors @ refs.T)[rows, cols] * weights).sum().backward()
-    assert_close(got[0], anchors.grad)
-    assert_close(got[1], refs.grad)
-
-
 def test_criterion_matrix_is_not_kept_for_triplet_losses_in_eval():
     scenario = SCENARIOS[0]
     with torch.no_grad():
@@ -154,7 +137,7 @@ def _load(group, name):
 def test_config_groups_are_complete():
     assert {"sct", "nca", "margin", "contrastive", "multi_similarity", "proxy_anchor"} <= set(LOSS_YAMLS)
     expected = {f"{p}_{'hard' if n == 'hardest' else n}" for p in POS for n in NEG}
-    assert set(MINING_YAMLS) == expected
+    assert set(MINING_YAMLS) == expected | {"default"}  # the paper's preset names, and mining.pos/neg
 
 
 @pytest.mark.parametrize("name", MINING_YAMLS)
@@ -162,7 +145,7 @@ def test_every_mining_config_instantiates(name):
     from hydra.utils import instantiate
 
     miner = instantiate(_load("mining", name))
-    pos, neg = name.split("_")
+    pos, neg = name.split("_") if name != "default" else ("easy", "hard")
     assert isinstance(miner, TripletMiner)
     assert (miner.pos, miner.neg) == (pos, "hardest" if neg == "hard" else neg)
 
@@ -210,3 +193,65 @@ def test_a_nan_embedding_makes_the_loss_nan_instead_of_vanishing_from_mining(los
     embeddings.requires_grad_()
     loss, _ = Criterion(NAN_LOSSES[loss_name]())(embeddings, scenario.ref_labels)
     assert torch.isnan(loss) and loss.requires_grad
+
+
+def test_mining_is_chosen_by_pos_and_neg_keys_as_well_as_by_preset_name():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        by_keys = compose(config_name="config", overrides=["mining=default", "mining.pos=all", "mining.neg=semihard"])
+        by_name = compose(config_name="config", overrides=["mining=all_semihard"])
+        tweaked = compose(config_name="config", overrides=["mining=easy_hard", "mining.neg=easy"])
+    assert by_keys.mining == by_name.mining
+    assert (tweaked.mining.pos, tweaked.mining.neg, tweaked.mining.scope) == ("easy", "easy", "global")
+
+
+# ----------------------------------------------------------------------------- input checks
+def test_raw_embeddings_are_refused_with_a_clear_error():
+    from hardneg.errors import UserError
+
+    raw = torch.randn(12, 8, generator=torch.Generator().manual_seed(0)) * 10
+    with pytest.raises(UserError, match="L2-normalised") as err:
+        Criterion(SCTLoss())(raw, torch.arange(12) // 2)
+    assert "normalize" in str(err.value)
+    refs = torch.nn.functional.normalize(raw, dim=1)
+    with pytest.raises(UserError, match="L2-normalised"):  # raw references are caught as well
+        Criterion(SCTLoss())(refs[:4], torch.arange(4) // 2, raw, torch.arange(12) // 2)
+
+
+@pytest.mark.parametrize("loss_name", ["sct", "margin", "multi_similarity"])
+def test_under_bf16_autocast_the_matrix_and_loss_are_float32(loss_name):
+    """CPU autocast bf16: the loss equals the float32 computation on the same (bf16) embeddings."""
+    loss_fn = {"sct": SCTLoss, "margin": MarginTripletLoss, "multi_similarity": MultiSimilarityLoss}[loss_name]()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 16, generator=g)
+    layer = torch.nn.Linear(16, 8)
+    labels = torch.arange(64) // 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = torch.nn.functional.normalize(layer(x), dim=1)
+        assert embeddings.dtype == torch.bfloat16  # what a network under autocast hands over
+        loss, stats = Criterion(loss_fn)(embeddings, labels)
+    assert loss.dtype == torch.float32 and stats["points"].dtype == torch.float32
+    expected, _ = Criterion(loss_fn)(embeddings.detach().float(), labels)
+    assert torch.equal(loss.detach(), expected)
+    loss.backward()
+    assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+
+
+def test_pair_losses_mine_only_when_stats_are_asked_for(monkeypatch):
+    calls = []
+    miner = TripletMiner()
+    monkeypatch.setattr(TripletMiner, "__call__", lambda self, *a, **k: calls.append(1) or _no_triplets(a[0]))
+    e = torch.nn.functional.normalize(torch.randn(10, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    criterion = Criterion(MultiSimilarityLoss(), miner)
+    loss, stats = criterion(e, torch.arange(10) % 5, stats=False)
+    assert not calls and "hn_ratio" not in stats and "ms_valid_anchors" in stats
+    criterion(e, torch.arange(10) % 5)
+    assert calls == [1]
+
+
+def _no_triplets(sim):
+    from hardneg.mining import Triplets
+
+    empty = torch.zeros(0, dtype=torch.long)
+    return Triplets(empty, empty, empty, num_anchors=len(sim))

@@ -1,21 +1,38 @@
 """The configurable miner object that Hydra builds from ``conf/mining/*.yaml``."""
 from __future__ import annotations
 
+import importlib
+
 from torch import Tensor
 
 from hardneg.mining.negatives import NEGATIVE_STRATEGIES
 from hardneg.mining.positives import POSITIVE_STRATEGIES
-from hardneg.mining.triplets import DUPLICATE_SIMILARITY, Triplets, mine_triplets
+from hardneg.mining.triplets import DUPLICATE_SIMILARITY, Triplets, check_strategies, mine_triplets
 
 SCOPES = ("global", "local")
+
+
+def _import_strategy(name: str, registry: dict) -> None:
+    """A strategy outside hardneg, named by its import path (``mining.neg=my_pkg.module.fn``):
+    import it and register it under that name, so a project can add one without editing hardneg."""
+    if name in registry or "." not in name:
+        return
+    module, _, attr = name.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"mining strategy {name!r}: cannot import {attr!r} from {module!r} ({err})") from err
+    registry[name] = fn
 
 
 class TripletMiner:
     """Positive strategy x negative strategy over the step's similarity matrix.
 
-    ``scope`` says which references the anchors are mined against under DDP: ``global``
-    (all ranks' embeddings, gathered with gradients: exactly one device on the whole batch)
-    or ``local`` (this rank's shard only, what per-GPU miners do).
+    ``pos`` / ``neg`` name a registered strategy (``hardneg/mining/positives.py``,
+    ``negatives.py``) or a function's import path. ``scope`` says which references the anchors
+    are mined against under DDP: ``global`` (all ranks' embeddings, gathered with gradients:
+    exactly one device on the whole batch) or ``local`` (this rank's shard only, what per-GPU
+    miners do).
     """
 
     def __init__(
@@ -25,10 +42,9 @@ class TripletMiner:
         scope: str = "global",
         duplicate_threshold: float = DUPLICATE_SIMILARITY,
     ):
-        if pos not in POSITIVE_STRATEGIES:
-            raise ValueError(f"mining.pos={pos!r} is unknown; choose one of {sorted(POSITIVE_STRATEGIES)}")
-        if neg not in NEGATIVE_STRATEGIES:
-            raise ValueError(f"mining.neg={neg!r} is unknown; choose one of {sorted(NEGATIVE_STRATEGIES)}")
+        _import_strategy(pos, POSITIVE_STRATEGIES)
+        _import_strategy(neg, NEGATIVE_STRATEGIES)
+        check_strategies(pos, neg)
         if scope not in SCOPES:
             raise ValueError(f"mining.scope={scope!r} is unknown; choose one of {list(SCOPES)}")
         self.pos, self.neg, self.scope = pos, neg, scope

@@ -1,63 +1,65 @@
-"""Positive selection. Each strategy returns the indices of the chosen pairs in the list of
-usable positives: one per anchor that has any (``all``: every pair).
+"""Positive strategies: which same-class reference(s) each anchor is paired with.
 
-Positives are sparse (a batch holds a few images per class), so the candidates come as a list
-of (row, col, similarity) pairs, ``PositivePairs``, grouped by row with ascending columns,
-instead of a masked copy of the whole [A, M] matrix: every strategy then costs O(pairs).
+A strategy is a function ``(sim, is_positive, generator) -> (anchor, positive)``:
+``sim`` [A, M] is the similarity matrix (rows anchors, columns references) and ``is_positive``
+[A, M] marks the usable positives (same class, not the anchor itself, not a near-duplicate).
+It returns the chosen pairs as two index tensors, in row-major order; an anchor without a
+usable positive gives no pair. Register a new one with ``@positive_strategy("name")``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-
-@dataclass
-class PositivePairs:
-    """Usable positives: same class, not the anchor itself, not a near-duplicate."""
-
-    rows: Tensor  # [P] anchor rows, ascending
-    cols: Tensor  # [P] reference columns, ascending within a row
-    values: Tensor  # [P] their similarities
-    num_rows: int  # A, the number of anchors
+POSITIVE_STRATEGIES: dict[str, Callable] = {}
 
 
-def best_per_row(pairs: PositivePairs, score: Tensor) -> Tensor:
-    """For every row that has pairs: the pair with the highest ``score``, the first one (the
-    lowest column) on ties, as ``argmax`` over the dense row would pick. Returns pair indices."""
-    rows, n, num_pairs = pairs.rows, pairs.num_rows, len(pairs.rows)
-    best = score.new_full((n,), float("-inf")).scatter_reduce(0, rows, score, "amax")
-    position = torch.arange(num_pairs, device=rows.device)
-    position = torch.where(score == best.index_select(0, rows), position, num_pairs)  # losers never the min
-    first = position.new_full((n,), num_pairs).scatter_reduce(0, rows, position, "amin")
-    return first.masked_select(first < num_pairs)
+def positive_strategy(name: str):
+    """Register a positive strategy under ``name`` (then ``mining.pos=name`` selects it)."""
+
+    def register(fn):
+        POSITIVE_STRATEGIES[name] = fn
+        return fn
+
+    return register
 
 
-def easy_positive(pairs: PositivePairs, generator=None) -> Tensor:
+def best_per_row(score: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, columns) of the highest ``score`` among the ``allowed`` entries of each row, for
+    the rows that allow any; the first column on ties. ``score`` must be finite where allowed."""
+    best, cols = score.masked_fill(~allowed, float("-inf")).max(dim=1)
+    rows = (best > float("-inf")).nonzero().squeeze(1)
+    return rows, cols[rows]
+
+
+@positive_strategy("easy")
+def easy_positive(sim, is_positive, generator=None):
     """The most similar positive (Xuan et al., WACV 2020, used by the SCT paper)."""
-    return best_per_row(pairs, pairs.values)
+    return best_per_row(sim, is_positive)
 
 
-def hard_positive(pairs: PositivePairs, generator=None) -> Tensor:
+@positive_strategy("hard")
+def hard_positive(sim, is_positive, generator=None):
     """The least similar positive."""
-    return best_per_row(pairs, -pairs.values)
+    return best_per_row(-sim, is_positive)
 
 
-def random_positive(pairs: PositivePairs, generator=None) -> Tensor:
-    """A uniformly random positive: the pair with the highest uniform random score."""
-    scores = torch.rand(pairs.values.shape, generator=generator, device="cpu").to(pairs.values.device)
-    return best_per_row(pairs, scores)
+@positive_strategy("random")
+def random_positive(sim, is_positive, generator=None):
+    """A uniformly random positive: the one with the highest uniform random score."""
+    return best_per_row(random_scores(sim, generator), is_positive)
 
 
-def all_positives(pairs: PositivePairs, generator=None) -> Tensor:
+@positive_strategy("all")
+def all_positives(sim, is_positive, generator=None):
     """Every usable positive of every anchor (one triplet per anchor-positive pair)."""
-    return torch.arange(len(pairs.rows), device=pairs.rows.device)
+    anchor, positive = is_positive.nonzero().unbind(1)
+    return anchor, positive
 
 
-POSITIVE_STRATEGIES = {
-    "easy": easy_positive,
-    "hard": hard_positive,
-    "random": random_positive,
-    "all": all_positives,
-}
+def random_scores(like: Tensor, generator=None) -> Tensor:
+    """Uniform [0, 1) scores shaped like ``like``, drawn on the CPU so a seeded CPU generator
+    gives the same draws on any device."""
+    return torch.rand(like.shape, generator=generator, device="cpu").to(like.device)

@@ -98,13 +98,6 @@ def test_inplace_mining_restores_the_matrix_bit_for_bit_and_mines_the_same(pos, 
         assert _as_list(a) == _as_list(b), scenario.name
 
 
-def test_same_class_pairs_lists_every_pair_in_row_major_order():
-    from hardneg.mining.triplets import same_class_pairs
-
-    rows, cols = same_class_pairs(torch.tensor([2, 0, 7]), torch.tensor([0, 2, 2, 5, 0, 2]))
-    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 1), (0, 2), (0, 5), (1, 0), (1, 4)]
-
-
 @pytest.mark.parametrize("pos,neg", list(itertools.product(POS, NEG)))
 def test_a_wide_batch_with_many_ties(pos, neg):
     """M = 100 > 2 blocks of the fast row-wise argmax; 2-D embeddings on 12 angles: many exact ties."""
