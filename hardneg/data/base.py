@@ -8,6 +8,7 @@ so evaluation can drop the duplicates that distributed padding adds.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import lightning as L
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from hardneg.data.samplers import ClassBalancedBatchSampler
 
 PROTOCOLS = ("loo", "query_gallery")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.recall_ks = tuple(recall_ks)
         self.splits: RetrievalSplits | None = None
         self.image_splits: RetrievalSplits | None = None  # set when splits hold features
+        self._reported_dropped = False
 
     # -- what subclasses provide -------------------------------------------------------
     def build_splits(self) -> RetrievalSplits:
@@ -98,6 +101,16 @@ class RetrievalDataModule(L.LightningDataModule):
             TensorRetrievalDataset(test, self.splits.test.labels, is_query=is_query),
         )
 
+    def corrupt_image_count(self) -> int:
+        """Distinct images replaced by grey substitutes so far, over both splits and all workers
+        (for results.json); 0 for in-memory datasets."""
+        paths: set[str] = set()
+        for splits in (self.splits, self.image_splits):
+            for dataset in (splits.train, splits.test) if splits is not None else ():
+                if hasattr(dataset, "corrupt_paths"):
+                    paths.update(dataset.corrupt_paths())
+        return len(paths)
+
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -117,10 +130,23 @@ class RetrievalDataModule(L.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
+        self._report_dropped(batch_sampler)
         return DataLoader(
             self.splits.train, batch_sampler=batch_sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _report_dropped(self, sampler: ClassBalancedBatchSampler) -> None:
+        """Say once, by count, how many training classes are too small for a K-group (they stay in
+        evaluation); the sampler is rebuilt on every train_dataloader call, the message is not."""
+        if sampler.dropped_classes and not self._reported_dropped:
+            total = sampler.dropped_classes + len(sampler.classes)
+            log.warning(
+                "%s: %d of %d training classes have fewer than data.samples_per_class=%d images and are left "
+                "out of training (%d images); they stay in evaluation",
+                self.name, sampler.dropped_classes, total, sampler.k, sampler.dropped_images,
+            )
+        self._reported_dropped = True
 
     def _eval_dataloader(self) -> DataLoader:
         self.setup()

@@ -9,11 +9,19 @@ Where the data is: ``data.root``; when null, ``$HARDNEG_DATA/<name>``, or ``~/da
 HARDNEG_DATA is unset. The root may be the dataset directory itself, the directory that holds it
 (as after extracting an archive into the root), or one level inside it (e.g. ``.../images``), as
 long as exactly one candidate matches.
+
+Annotations are parsed strictly, because a damaged file otherwise trains on wrong data with exit
+code 0: a row with missing fields, a non-integer id, ids that disagree between files or a class id
+out of range is an error; a row count that differs from the official release (``released_rows``)
+is a ``DatasetSizeWarning`` naming both counts (subsets made on purpose stay usable); a file whose
+last line has no final newline *and* whose count differs from the release was cut mid-line, so
+its last row cannot be trusted: an error.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +43,10 @@ class ImageRecords:
     is_query: list | None = None  # query-gallery protocols only
 
 
+class DatasetSizeWarning(UserWarning):
+    """An annotation file lists a different number of rows than the released dataset."""
+
+
 def default_root(name: str) -> Path:
     base = os.environ.get("HARDNEG_DATA")
     return (Path(base).expanduser() if base else Path.home() / "data") / name
@@ -45,6 +57,7 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
     expected_dirname = ""  # the directory the official archive unpacks to
     markers: tuple[str, ...] = ()  # relative paths; any one present marks the dataset directory
     expected_files = ""  # what the directory must hold, for messages
+    released_rows: dict[str, int] = {}  # annotation file name -> its row count in the official release
 
     def __init__(
         self,
@@ -136,10 +149,12 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         """(line number, fields) of a whitespace-separated file; the last field may hold spaces."""
         self.require(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise self.annotation_error(path, f"cannot be read ({exc})") from exc
         rows = []
+        unterminated = bool(lines) and not text.endswith(("\n", "\r"))
         for number, line in enumerate(lines[skip:], start=skip + 1):
             if not line.strip():
                 continue
@@ -149,7 +164,29 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
             rows.append((number, parts))
         if not rows:
             raise self.annotation_error(path, "lists no images" if skip else "is empty")
+        self.check_released_count(path, len(rows), last_line=lines[-1] if unterminated else None)
         return rows
+
+    def check_released_count(self, path: Path, found: int, last_line: str | None = None,
+                             expected: int | None = None, what: str = "rows") -> None:
+        """Warn when ``found`` differs from the release; ``last_line`` is given when the file has no
+        final newline: with a count that differs too, the file was cut mid-line, an error."""
+        expected = self.released_rows.get(path.name) if expected is None else expected
+        if found == expected:
+            return
+        if last_line is not None:
+            released = f"the released file has {expected}" if expected is not None else "the released file ends with a newline"
+            raise self.annotation_error(
+                path, f"its last line {last_line!r} has no final newline and the file lists {found} {what} "
+                f"({released}): it was cut short mid-line, so its last row cannot be trusted"
+            )
+        if expected is not None:
+            warnings.warn(
+                f"{self.title}: {path} lists {found} {what} but the released dataset has {expected}; "
+                f"if this subset is not on purpose, the file is damaged: re-extract the archive",
+                DatasetSizeWarning,
+                stacklevel=3,
+            )
 
     def parse_int(self, path: Path, number: int, value: str) -> int:
         try:
