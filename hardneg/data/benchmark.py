@@ -27,10 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hardneg.data import preresize
 from hardneg.data.base import RetrievalDataModule, RetrievalSplits
+from hardneg.data.fast_images import PIPELINES, FastPaperTransform
 from hardneg.data.images import ImageListDataset, check_on_corrupt
 from hardneg.data.transforms import DATASET_STATS, build_transform
-from hardneg.errors import DatasetNotFoundError, UserError
+from hardneg.errors import ConfigError, DatasetNotFoundError, UserError
+
+USE_PRERESIZED = ("auto", True, False)
 
 
 @dataclass
@@ -68,9 +72,19 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         std=None,
         timm_model: str | None = None,
         on_corrupt: str = "skip",
+        pipeline: str = "fast",
+        use_preresized="auto",
+        preresized_dir: str | None = None,
         **base,
     ):
         super().__init__(**base)
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline={pipeline!r} is unknown; choose one of {list(PIPELINES)}")
+        if use_preresized not in USE_PRERESIZED:
+            raise ConfigError(f"data.use_preresized={use_preresized!r} is unknown; choose one of {list(USE_PRERESIZED)}")
+        self.pipeline, self.use_preresized = pipeline, use_preresized
+        self.preresized_dir = Path(preresized_dir).expanduser() if preresized_dir else default_root(self.name).parent / "preresized"
+        self.image_size = int(image_size)
         self.root = Path(root).expanduser() if root else default_root(self.name)
         self.on_corrupt = check_on_corrupt(on_corrupt)
         default_mean, default_std = DATASET_STATS[self.name]
@@ -80,6 +94,9 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         options = dict(image_size=image_size, mean=self.mean, std=self.std, timm_model=timm_model)
         self.train_transform = build_transform(transform, train=True, **options)
         self.eval_transform = build_transform(transform, train=False, **options)
+        if pipeline == "fast" and transform == "paper":  # timm's transforms always take the reference path
+            self.train_transform = FastPaperTransform(image_size, self.mean, self.std, train=True)
+            self.eval_transform = FastPaperTransform(image_size, self.mean, self.std, train=False)
         self._dataset_dir: Path | None = None
         self._fingerprint: str | None = None
 
@@ -215,8 +232,30 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
             on_corrupt=self.on_corrupt, is_query=records.is_query,
         )
 
+    def preresized_copy_dir(self, bbox: bool) -> Path:
+        return preresize.copy_dir(self.preresized_dir, self.name, self.dataset_dir(), self.image_size, bbox)
+
+    def _preresized(self, train: ImageRecords, test: ImageRecords) -> tuple[ImageRecords, ImageRecords]:
+        """The records pointed at the pre-resized copy (preresize.py) when one is complete."""
+        if self.use_preresized is False:
+            return train, test
+        copy = self.preresized_copy_dir(train.bboxes is not None)
+        if not preresize.is_complete(copy):
+            if self.use_preresized is True:
+                raise UserError(
+                    f"{self.title}: data.use_preresized=true but {copy} is not a complete pre-resized copy. Make it "
+                    f"once with: python -m hardneg.data.preresize data={self.name} data.root={self.root} "
+                    f"data.image_size={self.image_size} (or set data.use_preresized=auto)"
+                )
+            return train, test
+        data_dir = self.dataset_dir()
+        for records in (train, test):
+            records.paths = [copy / Path(p).relative_to(data_dir) for p in records.paths]
+            records.bboxes = None  # the copy holds the crops already
+        return train, test
+
     def build_splits(self) -> RetrievalSplits:
-        train, test = self.read_records(self.dataset_dir())
+        train, test = self._preresized(*self.read_records(self.dataset_dir()))
         if self.protocol == "query_gallery" and test.is_query is None:
             raise AssertionError(f"{type(self).__name__} must mark queries in its test records")
         splits = RetrievalSplits(

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from hardneg.data.fast_images import FastPaperTransform
 from hardneg.errors import ConfigError, UserError
 
 ON_CORRUPT = ("skip", "error")
@@ -108,15 +109,32 @@ class ImageListDataset(Dataset):
             )
 
     def __getitem__(self, i: int):
+        if isinstance(self.transform, FastPaperTransform):
+            return self._fast_item(i), int(self.labels[i]), i
         try:
             image = self.load(i)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            # OSError covers missing/truncated/unidentified files; PIL raises SyntaxError and
-            # ValueError for some malformed headers, and DecompressionBombError above ~179 MP,
-            # far beyond any benchmark image, so such a file is treated as corrupt too.
+        except _UNREADABLE as exc:
             image = self._substitute(i, exc)
         x = self.transform(image) if self.transform is not None else image
         return x, int(self.labels[i]), i
+
+    def _fast_item(self, i: int) -> torch.Tensor:
+        """The fast pipeline (fast_images.py): decode from the path, box crop before the resize."""
+        fast = self.transform
+        try:
+            with Image.open(str(self.paths[i])) as im:  # header only: the box needs the image size
+                box = None if self.bboxes is None else _clamped_box(self.bboxes[i], im.size)
+            decoded = fast.load(str(self.paths[i]), box)
+        except (*_UNREADABLE, RuntimeError) as exc:  # RuntimeError: torchvision's decoder on a bad JPEG
+            self._record_corrupt(i, exc)
+            decoded = fast.substitute()
+        return fast.normalise(fast.geometry(*decoded))
+
+
+# OSError covers missing/truncated/unidentified files; PIL raises SyntaxError and ValueError for
+# some malformed headers, and DecompressionBombError above ~179 MP, far beyond any benchmark
+# image, so such a file is treated as corrupt too.
+_UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def _clamped_box(box, size) -> tuple[int, int, int, int]:
