@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_losses.py", "bench_metrics.py", "bench_ddp.py"]
+BENCHES = ["bench_losses.py", "bench_metrics.py", "bench_ddp.py", "bench_loader.py"]
 
 
 def main() -> int:

@@ -8,6 +8,8 @@ so evaluation can drop the duplicates that distributed padding adds.
 """
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 import lightning as L
@@ -16,8 +18,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hardneg.data.samplers import ClassBalancedBatchSampler
+from hardneg.errors import ConfigError
 
 PROTOCOLS = ("loo", "query_gallery")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +33,29 @@ class RetrievalSplits:
 
     train: Dataset
     test: Dataset
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects taskset / SLURM's --cpus-per-task
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """``auto``: one worker per usable CPU core of this process's share, keeping one for the main
+    process, at most 16; the share divides the cores among the GPUs of this node
+    (LOCAL_WORLD_SIZE or SLURM_NTASKS_PER_NODE, set by DDP launchers). An int is taken as is."""
+    if value == "auto":
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
+        return max(0, min(16, usable_cpus() // max(1, ranks) - 1))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        workers = -1
+    if workers < 0 or isinstance(value, bool):
+        raise ConfigError(f"data.num_workers={value!r} must be a number >= 0 or auto")
+    return workers
 
 
 class TensorRetrievalDataset(Dataset):
@@ -63,17 +90,26 @@ class RetrievalDataModule(L.LightningDataModule):
         sampler: str = "filled",
         repeat: int = 1,
         eval_batch_size: int = 256,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 0,
         recall_ks: tuple[int, ...] = (1, 2, 4, 8),
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
     ):
         super().__init__()
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
         self.sampler, self.repeat = sampler, repeat
-        self.eval_batch_size, self.num_workers, self.seed = eval_batch_size, num_workers, seed
+        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self.num_workers = resolve_num_workers(num_workers)
+        if pin_memory not in ("auto", True, False):
+            raise ConfigError(f"data.pin_memory={pin_memory!r} is unknown; choose auto, true or false")
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
+        self.persistent_workers, self.prefetch_factor = bool(persistent_workers), prefetch_factor
         self.recall_ks = tuple(recall_ks)
         self.splits: RetrievalSplits | None = None
         self.image_splits: RetrievalSplits | None = None  # set when splits hold features
+        self._reported_dropped = False
 
     # -- what subclasses provide -------------------------------------------------------
     def build_splits(self) -> RetrievalSplits:
@@ -98,6 +134,16 @@ class RetrievalDataModule(L.LightningDataModule):
             TensorRetrievalDataset(test, self.splits.test.labels, is_query=is_query),
         )
 
+    def corrupt_image_count(self) -> int:
+        """Distinct images replaced by grey substitutes so far, over both splits and all workers
+        (for results.json); 0 for in-memory datasets."""
+        paths: set[str] = set()
+        for splits in (self.splits, self.image_splits):
+            for dataset in (splits.train, splits.test) if splits is not None else ():
+                if hasattr(dataset, "corrupt_paths"):
+                    paths.update(dataset.corrupt_paths())
+        return len(paths)
+
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -117,10 +163,20 @@ class RetrievalDataModule(L.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
-        return DataLoader(
-            self.splits.train, batch_sampler=batch_sampler, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        self._report_dropped(batch_sampler)
+        return DataLoader(self.splits.train, batch_sampler=batch_sampler, **self._loader_options())
+
+    def _report_dropped(self, sampler: ClassBalancedBatchSampler) -> None:
+        """Say once, by count, how many training classes are too small for a K-group (they stay in
+        evaluation); the sampler is rebuilt on every train_dataloader call, the message is not."""
+        if sampler.dropped_classes and not self._reported_dropped:
+            total = sampler.dropped_classes + len(sampler.classes)
+            log.warning(
+                "%s: %d of %d training classes have fewer than data.samples_per_class=%d images and are left "
+                "out of training (%d images); they stay in evaluation",
+                self.name, sampler.dropped_classes, total, sampler.k, sampler.dropped_images,
+            )
+        self._reported_dropped = True
 
     def _eval_dataloader(self) -> DataLoader:
         self.setup()
@@ -128,9 +184,17 @@ class RetrievalDataModule(L.LightningDataModule):
         # Distributed padding repeats a few items; the metric de-duplicates by index.
         sampler = DistributedSampler(self.splits.test, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(
-            self.splits.test, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
-            num_workers=self.num_workers,
+            self.splits.test, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False, **self._loader_options()
         )
+
+    def _loader_options(self) -> dict:
+        """Workers, pinning and prefetch for every loader of this datamodule (data.num_workers, ...)."""
+        options = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
+        if self.num_workers > 0:
+            options["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                options["prefetch_factor"] = int(self.prefetch_factor)
+        return options
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader()

@@ -9,20 +9,32 @@ Where the data is: ``data.root``; when null, ``$HARDNEG_DATA/<name>``, or ``~/da
 HARDNEG_DATA is unset. The root may be the dataset directory itself, the directory that holds it
 (as after extracting an archive into the root), or one level inside it (e.g. ``.../images``), as
 long as exactly one candidate matches.
+
+Annotations are parsed strictly, because a damaged file otherwise trains on wrong data with exit
+code 0: a row with missing fields, a non-integer id, ids that disagree between files or a class id
+out of range is an error; a row count that differs from the official release (``released_rows``)
+is a ``DatasetSizeWarning`` naming both counts (subsets made on purpose stay usable); a file whose
+last line has no final newline *and* whose count differs from the release was cut mid-line, so
+its last row cannot be trusted: an error.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hardneg.data import preresize
 from hardneg.data.base import RetrievalDataModule, RetrievalSplits
+from hardneg.data.fast_images import PIPELINES, FastPaperTransform
 from hardneg.data.images import ImageListDataset, check_on_corrupt
 from hardneg.data.transforms import DATASET_STATS, build_transform
-from hardneg.errors import DatasetNotFoundError, UserError
+from hardneg.errors import ConfigError, DatasetNotFoundError, UserError
+
+USE_PRERESIZED = ("auto", True, False)
 
 
 @dataclass
@@ -35,6 +47,10 @@ class ImageRecords:
     is_query: list | None = None  # query-gallery protocols only
 
 
+class DatasetSizeWarning(UserWarning):
+    """An annotation file lists a different number of rows than the released dataset."""
+
+
 def default_root(name: str) -> Path:
     base = os.environ.get("HARDNEG_DATA")
     return (Path(base).expanduser() if base else Path.home() / "data") / name
@@ -45,6 +61,7 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
     expected_dirname = ""  # the directory the official archive unpacks to
     markers: tuple[str, ...] = ()  # relative paths; any one present marks the dataset directory
     expected_files = ""  # what the directory must hold, for messages
+    released_rows: dict[str, int] = {}  # annotation file name -> its row count in the official release
 
     def __init__(
         self,
@@ -55,9 +72,19 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         std=None,
         timm_model: str | None = None,
         on_corrupt: str = "skip",
+        pipeline: str = "fast",
+        use_preresized="auto",
+        preresized_dir: str | None = None,
         **base,
     ):
         super().__init__(**base)
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline={pipeline!r} is unknown; choose one of {list(PIPELINES)}")
+        if use_preresized not in USE_PRERESIZED:
+            raise ConfigError(f"data.use_preresized={use_preresized!r} is unknown; choose one of {list(USE_PRERESIZED)}")
+        self.pipeline, self.use_preresized = pipeline, use_preresized
+        self.preresized_dir = Path(preresized_dir).expanduser() if preresized_dir else default_root(self.name).parent / "preresized"
+        self.image_size = int(image_size)
         self.root = Path(root).expanduser() if root else default_root(self.name)
         self.on_corrupt = check_on_corrupt(on_corrupt)
         default_mean, default_std = DATASET_STATS[self.name]
@@ -67,6 +94,9 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         options = dict(image_size=image_size, mean=self.mean, std=self.std, timm_model=timm_model)
         self.train_transform = build_transform(transform, train=True, **options)
         self.eval_transform = build_transform(transform, train=False, **options)
+        if pipeline == "fast" and transform == "paper":  # timm's transforms always take the reference path
+            self.train_transform = FastPaperTransform(image_size, self.mean, self.std, train=True)
+            self.eval_transform = FastPaperTransform(image_size, self.mean, self.std, train=False)
         self._dataset_dir: Path | None = None
         self._fingerprint: str | None = None
 
@@ -136,10 +166,12 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         """(line number, fields) of a whitespace-separated file; the last field may hold spaces."""
         self.require(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise self.annotation_error(path, f"cannot be read ({exc})") from exc
         rows = []
+        unterminated = bool(lines) and not text.endswith(("\n", "\r"))
         for number, line in enumerate(lines[skip:], start=skip + 1):
             if not line.strip():
                 continue
@@ -149,7 +181,29 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
             rows.append((number, parts))
         if not rows:
             raise self.annotation_error(path, "lists no images" if skip else "is empty")
+        self.check_released_count(path, len(rows), last_line=lines[-1] if unterminated else None)
         return rows
+
+    def check_released_count(self, path: Path, found: int, last_line: str | None = None,
+                             expected: int | None = None, what: str = "rows") -> None:
+        """Warn when ``found`` differs from the release; ``last_line`` is given when the file has no
+        final newline: with a count that differs too, the file was cut mid-line, an error."""
+        expected = self.released_rows.get(path.name) if expected is None else expected
+        if found == expected:
+            return
+        if last_line is not None:
+            released = f"the released file has {expected}" if expected is not None else "the released file ends with a newline"
+            raise self.annotation_error(
+                path, f"its last line {last_line!r} has no final newline and the file lists {found} {what} "
+                f"({released}): it was cut short mid-line, so its last row cannot be trusted"
+            )
+        if expected is not None:
+            warnings.warn(
+                f"{self.title}: {path} lists {found} {what} but the released dataset has {expected}; "
+                f"if this subset is not on purpose, the file is damaged: re-extract the archive",
+                DatasetSizeWarning,
+                stacklevel=3,
+            )
 
     def parse_int(self, path: Path, number: int, value: str) -> int:
         try:
@@ -178,8 +232,30 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
             on_corrupt=self.on_corrupt, is_query=records.is_query,
         )
 
+    def preresized_copy_dir(self, bbox: bool) -> Path:
+        return preresize.copy_dir(self.preresized_dir, self.name, self.dataset_dir(), self.image_size, bbox)
+
+    def _preresized(self, train: ImageRecords, test: ImageRecords) -> tuple[ImageRecords, ImageRecords]:
+        """The records pointed at the pre-resized copy (preresize.py) when one is complete."""
+        if self.use_preresized is False:
+            return train, test
+        copy = self.preresized_copy_dir(train.bboxes is not None)
+        if not preresize.is_complete(copy):
+            if self.use_preresized is True:
+                raise UserError(
+                    f"{self.title}: data.use_preresized=true but {copy} is not a complete pre-resized copy. Make it "
+                    f"once with: python -m hardneg.data.preresize data={self.name} data.root={self.root} "
+                    f"data.image_size={self.image_size} (or set data.use_preresized=auto)"
+                )
+            return train, test
+        data_dir = self.dataset_dir()
+        for records in (train, test):
+            records.paths = [copy / Path(p).relative_to(data_dir) for p in records.paths]
+            records.bboxes = None  # the copy holds the crops already
+        return train, test
+
     def build_splits(self) -> RetrievalSplits:
-        train, test = self.read_records(self.dataset_dir())
+        train, test = self._preresized(*self.read_records(self.dataset_dir()))
         if self.protocol == "query_gallery" and test.is_query is None:
             raise AssertionError(f"{type(self).__name__} must mark queries in its test records")
         splits = RetrievalSplits(

@@ -8,6 +8,7 @@
 Zero-shot split: the first half of the classes by class id train (1-98), the rest test (99-196);
 the ``test`` flag of the annotations is the classification split and is ignored.
 Boxes are 1-based inclusive pixel corners, hence the -1 on the left/top edge.
+Release: 16,185 images of 196 classes; other counts are warned about (benchmark.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 from hardneg.data.benchmark import ImageBenchmarkDataModule, ImageRecords
 
 _BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
+RELEASED_IMAGES, RELEASED_CLASSES = 16185, 196
 
 
 class CarsDataModule(ImageBenchmarkDataModule):
@@ -96,6 +98,8 @@ class CarsDataModule(ImageBenchmarkDataModule):
             raise self.annotation_error(source, "holds a class that is not an integer") from None
         # The class universe: 1..len(class_names) when the names are there, else the ids seen.
         class_ids = list(range(1, n_classes + 1)) if n_classes else sorted(set(classes))
+        self.check_released_count(source, len(paths), expected=RELEASED_IMAGES, what="images")
+        self.check_released_count(source, len(class_ids), expected=RELEASED_CLASSES, what="classes")
         unknown = sorted(set(classes) - set(class_ids))
         if unknown:
             raise self.annotation_error(source, f"uses class ids {unknown[:5]} beyond its {len(class_ids)} class names")

@@ -4,6 +4,11 @@ images.txt (``id path``), image_class_labels.txt (``id class``), classes.txt (``
 images/, and bounding_boxes.txt (``id x y width height``) for the optional box crop.
 Zero-shot split: the first half of the classes by class id train (1-100), the rest test
 (101-200). train_test_split.txt is the *classification* split and is deliberately ignored.
+
+Besides the generic checks (benchmark.py), every label is checked against the image's folder:
+the released paths start with the class folder named in classes.txt (``200.Common_Yellowthroat/``),
+so a label line cut short (``600 200`` -> ``600 2``) or edited is an error, not a silent move of
+the image into another class and split.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class CUBDataModule(ImageBenchmarkDataModule):
     expected_dirname = "CUB_200_2011/"
     markers = ("images.txt", "image_class_labels.txt", "classes.txt")
     expected_files = "images.txt, image_class_labels.txt, classes.txt and images/ (bounding_boxes.txt for data.use_bbox=true)"
+    released_rows = {"images.txt": 11788, "image_class_labels.txt": 11788, "bounding_boxes.txt": 11788, "classes.txt": 200}
 
     def __init__(self, use_bbox: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -48,6 +54,18 @@ class CUBDataModule(ImageBenchmarkDataModule):
                 f"{len(other_ids)} in {other.name})"
             )
 
+    def _labels_match_folders(self, labels_txt: Path, class_of: dict, images: dict, classes: dict) -> None:
+        """Each image's class must be the one its folder names (when folders are the class names)."""
+        class_of_folder = {fields[0]: cid for cid, fields in classes.items()}
+        for image_id, (relative,) in images.items():
+            folder = relative.split("/", 1)[0]
+            expected = class_of_folder.get(folder)
+            if expected is not None and class_of[image_id] != expected:
+                raise self.annotation_error(
+                    labels_txt, f"image {image_id} has class {class_of[image_id]} but images.txt puts it in "
+                    f"{folder}/, class {expected} in classes.txt (a line cut short or edited?)"
+                )
+
     def read_records(self, data_dir: Path) -> tuple[ImageRecords, ImageRecords]:
         images_txt, labels_txt, classes_txt = (data_dir / f for f in ("images.txt", "image_class_labels.txt", "classes.txt"))
         images = self._id_table(images_txt, 2)
@@ -64,6 +82,7 @@ class CUBDataModule(ImageBenchmarkDataModule):
         unknown = sorted(set(class_of.values()) - classes.keys())
         if unknown:
             raise self.annotation_error(classes_txt, f"lacks class ids {unknown[:5]} used in {labels_txt.name}")
+        self._labels_match_folders(labels_txt, class_of, images, classes)
         class_ids = sorted(classes)
         train_classes = set(class_ids[: len(class_ids) // 2])
 

@@ -17,15 +17,20 @@ it is then downloaded unverified and its SHA-256 is printed and written to ``<fi
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.client
+import os
 import shutil
+import socket
 import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,8 +120,21 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise http.client.IncompleteRead(b"", expected - size)
 
 
+# Errors that a retry a few seconds later cannot fix: no DNS answer, no route, nobody listening.
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED}
+
+
+def _unreachable(exc: BaseException) -> bool:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, socket.gaierror) or getattr(reason, "errno", None) in _UNREACHABLE_ERRNOS
+
+
 def download_file(url: str, dest: Path, retries: int = 5, timeout: float = 60.0, retry_wait: float = 2.0) -> None:
-    """Fetch ``url`` to ``dest`` through ``dest.part``, resuming after interruptions."""
+    """Fetch ``url`` to ``dest`` through ``dest.part``, resuming after interruptions.
+
+    ``timeout`` is the socket timeout in seconds (no byte for that long: the attempt fails and is
+    retried). A host that cannot be resolved or reached fails at once, without retries: offline,
+    five retries with back-off would only add half a minute before the same message."""
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:
@@ -129,6 +147,13 @@ def download_file(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
                 raise UserError(f"download of {url} refused: HTTP {exc.code} {exc.reason}; try a mirror with --url") from exc
             error = exc
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            if _unreachable(exc):
+                host = urllib.parse.urlsplit(url).hostname
+                raise UserError(
+                    f"cannot reach {host} for {url} ({getattr(exc, 'reason', exc)}): no network, or the name does not "
+                    f"resolve. Check the connection (or proxy settings), or download on another machine and use "
+                    f"--url with a reachable mirror"
+                ) from exc
             error = exc
         have = part.stat().st_size if part.exists() else 0
         what = f"interrupted at {have:,} bytes" if have else "failed"
@@ -158,16 +183,56 @@ def verify(path: Path, resource: Resource) -> None:
         print(f"{resource.filename}: no checksum known, recorded sha256 {sha256} (pass --sha256 {sha256} next time)")
 
 
+def _inside(root: Path, name: str) -> bool:
+    target = os.path.realpath(os.path.join(root, name))
+    return target == str(root) or target.startswith(str(root) + os.sep)
+
+
+def _check_member(archive: Path, root: Path, name: str, link: str | None = None, special: bool = False) -> None:
+    """Refuse a member that would land outside ``root`` (absolute, ``..``, or a link pointing out)
+    or is a device/FIFO. Checked by hand, not only with tarfile's "data" filter, because Pythons
+    before 3.12 (and some 3.8-3.11 patch releases) have no filter and would follow ``../``."""
+    problem = None
+    if os.path.isabs(name) or not _inside(root, name):
+        problem = "would be written outside the target directory"
+    elif link is not None and not _inside(root, os.path.join(os.path.dirname(name), link)):
+        problem = f"is a link to {link!r}, outside the target directory"
+    elif special:
+        problem = "is a device file or FIFO"
+    if problem:
+        raise UserError(
+            f"{archive} holds the member {name!r}, which {problem}; nothing more was extracted. The archive is "
+            f"damaged or not the official one: delete it and download it again (or check the --url mirror)"
+        )
+
+
 def extract(archive: Path, root: Path) -> None:
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tar:
-            # The "data" filter refuses absolute paths, links out of root and device files.
-            tar.extractall(root, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(root)
-    elif zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(root)  # zipfile drops absolute paths and ".." components itself
-    else:
-        raise UserError(f"{archive} is neither a tar nor a zip archive")
+    root = Path(os.path.realpath(root))
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for m in members:
+                    link = m.linkname if m.issym() else None
+                    if m.islnk():  # a hard link's target is relative to the archive root
+                        _check_member(archive, root, m.linkname)
+                    _check_member(archive, root, m.name, link, special=m.isdev() or m.isfifo())
+                # The "data" filter, where this Python has it, also drops unsafe permission bits.
+                options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(root, members=members, **options)
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for name in z.namelist():
+                    _check_member(archive, root, name)
+                z.extractall(root)
+        else:
+            raise UserError(f"{archive} is neither a tar nor a zip archive; delete it and download it again")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        # tarfile.FilterError (3.12+) is a TarError too: an unsafe member the check above missed.
+        raise UserError(
+            f"cannot unpack {archive}: {type(exc).__name__}: {exc}. The archive is damaged or incomplete: "
+            f"delete it and download it again"
+        ) from exc
 
 
 def fetch_resource(resource: Resource, root: Path, keep_archive: bool = False, **download_options) -> None:
@@ -205,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sha256", action="append", help="expected SHA-256 per file ('none' to skip)")
     parser.add_argument("--keep-archive", action="store_true", help="keep archives after unpacking")
     parser.add_argument("--retries", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="socket timeout in seconds: an attempt with no data for this long fails (default 60)")
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser() if args.root else default_root(args.name)
     if args.name in MANUAL:
@@ -216,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             resources = _override(resources, values, field)
         root.mkdir(parents=True, exist_ok=True)
         for resource in resources:
-            fetch_resource(resource, root, keep_archive=args.keep_archive, retries=args.retries)
+            fetch_resource(resource, root, keep_archive=args.keep_archive, retries=args.retries, timeout=args.timeout)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -53,6 +53,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
         by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
         self.classes = [idx for idx in by_class if len(idx) >= k]
+        self.dropped_classes = len(by_class) - len(self.classes)
+        self.dropped_images = sum(len(idx) for idx in by_class if len(idx) < k)
         if len(self.classes) < 2:
             raise ValueError(
                 f"training needs at least 2 classes with {k}+ images (data.samples_per_class); "

@@ -188,3 +188,15 @@ def tiny_trees():
 def _no_data_env(monkeypatch, tmp_path):
     """Tests never read a developer's real $HARDNEG_DATA or ~/data."""
     monkeypatch.setenv("HARDNEG_DATA", str(tmp_path / "hardneg_data_unset"))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_trees_are_small_on_purpose():
+    """The tiny trees never have the released row counts; tests that check the warning use pytest.warns."""
+    import warnings
+
+    from hardneg.data.benchmark import DatasetSizeWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DatasetSizeWarning)
+        yield

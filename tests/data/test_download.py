@@ -169,3 +169,92 @@ def test_sources_table_is_complete():
     assert set(download.DATASETS) == {"cub", "cars", "sop", "inshop", "hotels50k"}
     for resources in download.SOURCES.values():
         assert all(r.url.startswith(("http://", "https://")) and r.md5 for r in resources)
+
+
+def test_unresolvable_host_fails_at_once_without_retries(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+
+    calls = []
+
+    def no_dns(*args, **kwargs):
+        calls.append(args)
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    with pytest.raises(UserError, match=r"cannot reach example.invalid .*name resolution.*--url"):
+        download.download_file("https://example.invalid/CUB_200_2011.tgz", tmp_path / "x.tgz", retries=5)
+    assert len(calls) == 1  # no retries: offline, they only add waiting before the same message
+
+
+def test_refused_connection_fails_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nobody listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=r"cannot reach 127.0.0.1"):
+        download.download_file(f"http://127.0.0.1:{port}/f.tgz", tmp_path / "f.tgz", retries=5, retry_wait=100)
+
+
+def test_timeout_is_a_command_line_option(tmp_path, server, monkeypatch):
+    seen = []
+    monkeypatch.setattr(download, "download_file", lambda url, dest, **kw: seen.append(kw) or dest.write_bytes(b""))
+    download.main(["cub", "--root", str(tmp_path), "--url", server.url, "--md5", "none", "--timeout", "7.5"])
+    assert seen[0]["timeout"] == 7.5
+
+
+def _tar_with(tmp_path, add) -> Path:
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tar:
+        add(tar)
+    return path
+
+
+def _file(tar, name, data=b"x"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _link(tar, name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["python-with-data-filter", "python-without-filter"])
+@pytest.mark.parametrize("member", ["dotdot", "absolute", "symlink-out", "hardlink-out", "dotdot-via-subdir"])
+def test_extraction_refuses_members_leaving_the_root(tmp_path, monkeypatch, member, with_filter):
+    if not with_filter:
+        monkeypatch.delattr(download.tarfile, "data_filter", raising=False)
+    elif not hasattr(download.tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile.data_filter")
+    add = {
+        "dotdot": lambda t: _file(t, "../escaped.txt"),
+        "absolute": lambda t: _file(t, str(tmp_path / "escaped.txt")),
+        "symlink-out": lambda t: _link(t, "CUB/link", "../../escaped.txt"),
+        "hardlink-out": lambda t: _link(t, "CUB/hard", "../escaped.txt", tarfile.LNKTYPE),
+        "dotdot-via-subdir": lambda t: _file(t, "CUB/../../escaped.txt"),
+    }[member]
+    archive = _tar_with(tmp_path, lambda t: (_file(t, "CUB/ok.txt"), add(t)))
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(UserError, match=r"evil.tar holds the member .*outside the target directory.*download it again"):
+        download.extract(archive, root)
+    assert not (tmp_path / "escaped.txt").exists() and not list(root.iterdir())  # checked before writing anything
+
+
+def test_damaged_archive_is_a_clear_error(tmp_path, tiny_trees):
+    data = cub_archive(tmp_path, tiny_trees)
+    archive = tmp_path / "CUB_200_2011.tgz"
+    archive.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"cannot unpack .*CUB_200_2011.tgz.*damaged or incomplete"):
+        download.extract(archive, tmp_path / "root")
+
+
+def test_main_reports_an_unsafe_member_without_traceback(tmp_path, server, capsys):
+    archive = _tar_with(tmp_path, lambda t: _file(t, "../escaped.txt"))
+    server.payload = archive.read_bytes()
+    assert run(tmp_path / "root", server, md5(server.payload)) == download.EXIT_ERROR
+    assert "holds the member '../escaped.txt'" in capsys.readouterr().err

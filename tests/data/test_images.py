@@ -79,3 +79,30 @@ def test_with_transform_is_a_view(tmp_path, tiny_trees):
     ds = ImageListDataset([path], [3])
     view = ds.with_transform(paper_transform(8, (0.5,) * 3, (0.5,) * 3, train=False))
     assert ds.transform is None and view[0][0].shape == (3, 8, 8) and view.labels is ds.labels
+
+
+def test_corrupt_count_reaches_the_main_process_from_workers(tmp_path, tiny_trees):
+    """Workers substitute; the datamodule still counts every distinct grey image (for results.json)."""
+    data = tiny_trees.cub(tmp_path)
+    bad = [data / "images" / "005.Bird_5" / "Bird_5_0.jpg", data / "images" / "008.Bird_8" / "Bird_8_1.jpg"]
+    for path in bad:
+        _corrupt(path, "garbage")
+    dm = CUBDataModule(root=str(data), image_size=16, eval_batch_size=2, num_workers=2)
+    dm.setup()
+    assert dm.corrupt_image_count() == 0
+    for _ in range(2):  # a second pass re-reads the same files: still 2 distinct images
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CorruptImageWarning)
+            list(dm.test_dataloader())
+    assert dm.corrupt_image_count() == 2
+    assert sorted(dm.splits.test.corrupt_paths()) == sorted(str(p) for p in bad)
+
+
+def test_corrupt_warning_prints_a_plain_path(tmp_path, tiny_trees):
+    path = tmp_path / "bad.jpg"
+    tiny_trees.jpeg(path, 0)
+    _corrupt(path, "garbage")
+    with pytest.warns(CorruptImageWarning) as record:
+        ImageListDataset([path], [0])[0]
+    message = str(record[0].message)
+    assert f": {path} (" in message and "np.str_" not in message
