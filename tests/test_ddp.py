@@ -114,8 +114,8 @@ class EvaluationRecorder(Callback):
         self.seen = []
 
     def on_evaluation(self, trainer, module, evaluation):
-        ranking = {name: getattr(evaluation.ranking, name) for name in ("similarities", "indices", "first_positive",
-                                                                       "best_positive", "best_negative")}
+        ranking = {f"ranking_{name}": getattr(evaluation.ranking, name)
+                   for name in ("similarities", "indices", "first_positive", "best_positive", "best_negative")}
         self.seen.append({**evaluation.state(), **ranking, "points": evaluation.triplet_points()})
 
 
@@ -279,9 +279,9 @@ def test_evaluation_is_the_whole_test_set_on_every_rank_and_equals_one_process(d
         (got,) = rank["evaluation"]["seen"]
         assert torch.equal(got["indices"], want["indices"]) and torch.equal(got["labels"], want["labels"])
         torch.testing.assert_close(got["embeddings"], want["embeddings"], atol=1e-12, rtol=0)
-        for key in ("indices", "first_positive"):  # the ranking, tie order included
+        for key in ("ranking_indices", "ranking_first_positive"):  # the ranking, tie order included
             assert torch.equal(got[key], want[key]), key
-        for key in ("similarities", "best_positive", "best_negative"):
+        for key in ("ranking_similarities", "ranking_best_positive", "ranking_best_negative"):
             torch.testing.assert_close(got[key], want[key], atol=1e-12, rtol=0)
         assert torch.equal(got["points"][1], want["points"][1])
         for (e1, m1), (e2, m2) in zip(rank["evaluation"]["history"], one["history"]):
@@ -317,7 +317,10 @@ E2E = [
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_two_process_cli_run_reports_what_one_process_does(make_cfg, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_process_cli_run_reports_what_one_process_does(make_cfg, tmp_path, strategy):
+    """ddp re-launches the command; ddp_spawn (notebooks) spawns workers whose evaluations, run
+    summary and callback state must come back to the launching process for results.json."""
     import json
     import subprocess
     import sys
@@ -329,7 +332,8 @@ def test_two_process_cli_run_reports_what_one_process_does(make_cfg, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
     env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     out = subprocess.run(
-        [sys.executable, "-m", "hardneg.run", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", *E2E,
+        [sys.executable, "-m", "hardneg.run", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+         f"trainer.strategy={strategy}", *E2E,
          cache, f"paths.output_dir={tmp_path / 'ddp'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
         capture_output=True, text=True, env=env, timeout=600,
     )
@@ -343,4 +347,6 @@ def test_two_process_cli_run_reports_what_one_process_does(make_cfg, tmp_path):
     assert two["train"].keys() == one["train"].keys()
     for key in one["train"]:  # the last step's stats are the pooled, one-device ones
         assert two["train"][key] == pytest.approx(one["train"][key], abs=1e-4), key
-    assert (tmp_path / "hydra" / "train_ddp_process_1.log").exists()  # rank 1 was a process of its own
+    assert two["summary"]["collapse"]["mean_similarity"].keys() == one["summary"]["collapse"]["mean_similarity"].keys()
+    if strategy == "ddp":
+        assert (tmp_path / "hydra" / "train_ddp_process_1.log").exists()  # rank 1 was a process of its own

@@ -9,7 +9,6 @@ from hardneg.analysis.collapse import collapse_stats
 from hardneg.errors import ConfigError
 from hardneg.evaluation import EmbeddingBuffer, NonFiniteEmbeddingsError, evaluate_embeddings
 from hardneg.metrics import retrieval_metrics
-
 from tests.metrics import reference as ref
 
 KS = (1, 2, 4)
@@ -59,7 +58,7 @@ def test_metrics_points_and_neighbours_come_from_one_ranking(gallery):
     # Neighbours: rows into the evaluation, nearest first, never the query itself.
     rows, same = ev.neighbours(q_rows[:5], 4)
     for query, found in zip(q_rows[:5].tolist(), rows.tolist()):
-        sims = sorted(((-float(x[query] @ x[j]), j) for j in r_rows.tolist() if j != query))
+        sims = sorted((-float(x[query] @ x[j]), j) for j in r_rows.tolist() if j != query)
         assert found == [j for _, j in sims[:4]]
     assert torch.equal(same, labels[rows] == labels[q_rows[:5]][:, None])
 

@@ -1,35 +1,31 @@
-"""Retrieval evaluation at SOP scale: hardneg.metrics vs pytorch-metric-learning vs the full matrix.
+"""Retrieval evaluation at SOP-like scale: hardneg's ranking pass vs pytorch-metric-learning.
 
-    python experiments/bench/bench_metrics.py            # N = 60,502 x 512 -> results/metrics.md
-    python experiments/bench/bench_metrics.py --quick    # small smoke run, prints only
+    python experiments/bench/bench_metrics.py                 # N = 20,000 -> results/metrics.md
+    python experiments/bench/bench_metrics.py --n 60502       # SOP's test-set size
+    python experiments/bench/bench_metrics.py --quick         # small smoke run, prints only
 
-Data: N random unit vectors (seeded) in D = 512 with SOP-like classes: N / 5.35 classes (SOP test:
-60,502 images, 11,316 classes) of 2..12 items, shuffled. Every variant computes Recall@{1,10,100,1000},
-MAP@R and R-Precision (leave-one-out), so their numbers are printed side by side as a cross-check.
-- ours:        hardneg.metrics.retrieval_metrics (exact chunked torch, default chunk_size).
-- ours-faiss:  the same with backend="faiss" (faiss IndexFlatIP, k = 1000 neighbours).
-- pml:         pytorch-metric-learning's AccuracyCalculator with its default FaissKNN, k=1000, and
+Data (seeded, D = 512, SOP-like classes: N / 5.35 classes of 2..12 items, shuffled), two kinds:
+- random:    unit vectors with no class structure (Recall@1 ~ 0): worst case for pruning.
+- clustered: a unit centre per class plus Gaussian noise (``--noise``), normalised: a realistic
+             Recall@1 (~0.6-0.9), where positives rank near the top.
+Variants, each computing Recall@{1,10,100,1000}, MAP@R and R-Precision (leave-one-out):
+- ours:        hardneg.metrics.retrieval_metrics: one ``rank`` pass with the block-maxima fast path.
+- definition:  the same with ``rank(fast=False)``: each chunk's rows fully sorted (the readable
+               definition the tests hold the fast path against). This says whether the fast path pays.
+- pml:         pytorch-metric-learning's AccuracyCalculator (its default FaissKNN), k = 1000, with
                recall_at_{10,100,1000} added as custom metrics (precision_at_1 is Recall@1).
-- naive:       the full N x N similarity matrix, then topk(1000) for Recall@K and topk(max R) for
-               MAP@R (the official code's approach). Run at smaller N and extrapolated to the full N
-               (time and matrix memory grow as N^2) unless --naive-full.
-- gemm:        one float32 N x N x D matmul, in row chunks of 4096 (the full output does not fit)
-               into one pre-touched buffer, the chunk times summed: the machine's matmul limit,
-               an exact kNN's floor. (ours pays its own buffer's first-touch page faults.)
-Each variant runs in a fresh subprocess. Time: wall time of the one call (data generation and
-imports excluded). Memory: the subprocess's peak resident set over its whole life (os.wait4's
-ru_maxrss: imports, data and the call), and the growth of the peak during the call alone (VmHWM,
-reset through /proc/self/clear_refs just before it).
+- gemm:        the N x N x D float32 matmul alone, in row chunks of 4096: an exact kNN's floor.
+Method: one process, ``torch.set_num_threads(--threads)`` (faiss too), every variant run once per
+round, rounds interleaved (A B C D, A B C D, ...) so that load changes hit all alike; median and
+min-max over rounds; ratios of medians. The metric values of every variant are cross-checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
-import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -61,12 +57,6 @@ def make_data(n, dim, seed=0):
 
 
 # ----------------------------------------------------------------------------- variants
-def run_ours(x, labels, args, backend="torch"):
-    from hardneg.metrics import retrieval_metrics
-
-    return retrieval_metrics(x, labels, ks=KS, backend=backend, chunk_size=args.chunk_size)
-
-
 def run_pml(x, labels, args):
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
@@ -97,25 +87,6 @@ def run_pml(x, labels, args):
     return {names.get(k, k.replace("recall_at_", "recall@")): float(v) for k, v in got.items()}
 
 
-def run_naive(x, labels, args):
-    import torch
-
-    s = x @ x.T
-    s.fill_diagonal_(-float("inf"))
-    idx = s.topk(min(max(KS), len(x) - 1), dim=1).indices
-    rel = labels[idx] == labels[:, None]
-    out = {f"recall@{k}": rel[:, :k].any(1).double().mean().item() for k in KS}
-    r = torch.bincount(labels)[labels] - 1
-    rmax = int(r.max())
-    rel = rel[:, :rmax]  # topk(1000) already holds the top R (R <= 11 here)
-    i = torch.arange(1, rmax + 1)
-    rel = rel & (i <= r[:, None])
-    ap = (rel.cumsum(1).double() / i * rel).sum(1) / r
-    out["map@r"] = ap[r > 0].mean().item()
-    out["r_precision"] = (rel.sum(1).double() / r)[r > 0].mean().item()
-    return out
-
-
 def run_gemm(x, labels, args):
     import torch
 
@@ -127,222 +98,108 @@ def run_gemm(x, labels, args):
         t0 = time.perf_counter()
         torch.mm(q, x.T, out=out[: len(q)])
         total += time.perf_counter() - t0
-    return {"gemm_seconds": total, "gflops": 2 * len(x) ** 2 * x.shape[1] / total / 1e9}
+    return {"gemm_seconds": total}
+
+
+def clustered(x, labels, noise: float, seed: int = 1):
+    """Class centres plus noise of norm ~``noise``, normalised (same labels as ``x``)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    dim = x.shape[1]
+    centres = torch.nn.functional.normalize(torch.randn(int(labels.max()) + 1, dim, generator=gen), dim=1)
+    z = centres[labels] + noise * torch.randn(len(labels), dim, generator=gen) / dim**0.5
+    return torch.nn.functional.normalize(z, dim=1)
+
+
+def run_ours(x, labels, fast=True):
+    from unittest import mock
+
+    from hardneg.metrics import ranking, retrieval_metrics
+
+    if fast:
+        return retrieval_metrics(x, labels, ks=KS)
+    original = ranking.rank
+    with mock.patch.object(ranking, "rank", lambda *a, **k: original(*a, **{**k, "fast": False})), \
+            mock.patch("hardneg.metrics.retrieval.rank", lambda *a, **k: original(*a, **{**k, "fast": False})):
+        return retrieval_metrics(x, labels, ks=KS)
 
 
 VARIANTS = {
-    "ours": run_ours,
-    "ours-faiss": lambda x, y, a: run_ours(x, y, a, backend="faiss"),
-    "pml": run_pml,
-    "naive": run_naive,
-    "gemm": run_gemm,
-    "baseline": lambda x, y, a: {},
+    "ours": lambda x, y: run_ours(x, y, fast=True),
+    "definition": lambda x, y: run_ours(x, y, fast=False),
+    "pml": lambda x, y: run_pml(x, y, None),
+    "gemm": lambda x, y: run_gemm(x, y, None),
 }
 
 
-def vm_hwm_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def bench(x, labels, variants, rounds):
+    times = {v: [] for v in variants}
+    values = {}
+    for _ in range(rounds):
+        for name in variants:  # interleaved: every variant once per round
+            t0 = time.perf_counter()
+            values[name] = VARIANTS[name](x, labels)
+            times[name].append(time.perf_counter() - t0)
+    return times, values
 
 
-def child(args):
-    import torch
-
-    # Imports happen outside the timed call; each variant imports only what it uses.
-    if args.child.startswith("ours"):
-        import hardneg.metrics  # noqa: F401
-    if args.child in ("pml", "ours-faiss"):
-        import faiss  # noqa: F401
-    if args.child == "pml":
-        import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
-
-    x, labels = make_data(args.n, args.dim)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident set
-    except OSError:
-        pass
-    before = vm_hwm_mb()
-    t0 = time.perf_counter()
-    result = VARIANTS[args.child](x, labels, args)
-    seconds = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "growth_mb": vm_hwm_mb() - before,
-                "result": result,
-                "threads": torch.get_num_threads(),
-            }
-        )
-    )
-
-
-# ----------------------------------------------------------------------------- parent
-def spawn(variant, n, args, chunk_size=None):
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        variant,
-        "--n",
-        str(n),
-        "--dim",
-        str(args.dim),
-        "--chunk-size",
-        str(chunk_size or args.chunk_size),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{variant} at N={n} failed (exit {proc.returncode})")
-    row = json.loads(out.strip().splitlines()[-1])
-    row.update(variant=variant, n=n, peak_mb=usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
-    print(
-        f"  {variant:>10} N={n:>6}: {row['seconds']:7.2f} s, peak {row['peak_mb']:7.0f} MB "
-        f"(+{row['growth_mb']:.0f} MB in the call)",
-        flush=True,
-    )
-    return row
+def table(kind, n, times, values):
+    med = {v: statistics.median(t) for v, t in times.items()}
+    lines = [f"### {kind} embeddings, N = {n:,}", "",
+             "| variant | median (s) | min-max (s) | × pml | × gemm |", "|---|---:|---:|---:|---:|"]
+    for v, t in times.items():
+        ratio_pml = f"{med[v] / med['pml']:.2f}" if "pml" in med else "-"
+        ratio_gemm = f"{med[v] / med['gemm']:.2f}" if "gemm" in med else "-"
+        lines.append(f"| {v} | {med[v]:.2f} | {min(t):.2f}-{max(t):.2f} | {ratio_pml} | {ratio_gemm} |")
+    keys = ["recall@1", "recall@10", "recall@100", "recall@1000", "map@r", "r_precision"]
+    lines += ["", "| variant | " + " | ".join(keys) + " |", "|---" + "|---:" * len(keys) + "|"]
+    for v, got in values.items():
+        if "recall@1" in got:
+            lines.append(f"| {v} | " + " | ".join(f"{got[k]:.6f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run at small N; prints only")
-    parser.add_argument("--n", type=int, default=None, help=f"items (default {SOP_N}; --quick: 4000)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--chunk-size", type=int, default=4096, help="hardneg's chunk_size (its default)")
-    parser.add_argument("--naive-full", action="store_true", help="run the naive full matrix at full N too")
-    parser.add_argument("--skip-faiss", action="store_true", help="skip ours-faiss (saves minutes)")
-    parser.add_argument(
-        "--repeat", type=int, default=None, help="runs of gemm and ours, fastest kept (default 2; --quick 1)"
-    )
-    parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS}, none with --quick)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--noise", type=float, default=2.5, help="clustered data: noise norm (2.5: R@1 ~ 0.7)")
+    parser.add_argument("--variants", default="ours,definition,pml,gemm")
+    parser.add_argument("--quick", action="store_true", help="N = 3000, 2 rounds, print only")
     args = parser.parse_args()
-    n = args.n or (4000 if args.quick else SOP_N)
-    args.repeat = args.repeat or (1 if args.quick else 2)
-    if args.child:
-        args.n = n
-        return child(args)
-
-    load0 = os.getloadavg()
-    print(f"N={n} D={args.dim}, chunk_size={args.chunk_size}; one subprocess per variant", flush=True)
-    small_chunk = max(512, args.chunk_size // 4)
-    rows = {"baseline": spawn("baseline", n, args)}
-    # The matmul limit and ours run alternately, args.repeat times, and keep their fastest run:
-    # on a shared machine the load drifts between subprocesses.
-    variants = [("gemm", None), ("ours", None), (f"ours, chunk_size={small_chunk}", small_chunk)]
-    for _ in range(args.repeat):
-        for name, chunk in variants:
-            row = spawn(name.split(",")[0], n, args, chunk)
-            row["runs"] = rows.get(name, {}).get("runs", []) + [row["seconds"]]
-            if name not in rows or row["seconds"] < rows[name]["seconds"]:
-                rows[name] = row
-            else:
-                rows[name]["runs"] = row["runs"]
-    rows["pml"] = spawn("pml", n, args)
-    if not args.skip_faiss:
-        rows["ours-faiss"] = spawn("ours-faiss", n, args)
-    small = [n // 4, n // 2]
-    scaling = {m: spawn("ours", m, args) for m in small}
-    scaling[n] = rows["ours"]
-    naive_runs = {m: spawn("naive", m, args) for m in small}
-    if args.naive_full:
-        rows["naive"] = spawn("naive", n, args)
-        naive_note = "measured"
-    else:  # fit peak = a + b N^2 and time = c N^2 on the two smaller runs
-        (n1, r1), (n2, r2) = naive_runs.items()
-        b = (r2["peak_mb"] - r1["peak_mb"]) / (n2**2 - n1**2)
-        a = r2["peak_mb"] - b * n2**2
-        rows["naive"] = dict(
-            r2,
-            n=n,
-            seconds=r2["seconds"] * (n / n2) ** 2,
-            peak_mb=a + b * n**2,
-            growth_mb=r2["growth_mb"] * (n / n2) ** 2,
-            result={},
-        )
-        naive_note = f"extrapolated (time x N^2, peak a + b N^2) from N = {n1} and {n2}"
-    report = render(rows, scaling, naive_runs, naive_note, args, n, load0, os.getloadavg())
-    print("\n" + report)
-    out = args.out or (None if args.quick else RESULTS)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-        print(f"written to {out}")
-
-
-def render(rows, scaling, naive_runs, naive_note, args, n, load0, load1):
+    if args.quick:
+        args.n, args.rounds = 3000, 2
     import torch
 
-    ours, pml, gemm = rows["ours"], rows["pml"], rows["gemm"]
-    lines = [
-        "# Retrieval metrics at SOP scale",
-        "",
-        f"`python experiments/bench/bench_metrics.py{' --quick' if args.quick else ''}` — N = {n:,} random unit "
-        f"vectors, D = {args.dim}, SOP-like classes (2–12 items), leave-one-out Recall@{{1,10,100,1000}} + MAP@R + "
-        f"R-Precision. Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch "
-        f"{torch.__version__} (a CUDA build: importing it maps 0.6–0.9 GB of libraries, depending on the page cache, counted in every peak RSS), "
-        f"{ours['threads']} threads. Load average before / after: "
-        f"{load0[0]:.1f} / {load1[0]:.1f} (other jobs on the machine inflate times).",
-        "",
-        "| variant | wall time (s), fastest | × PML time | × GEMM | peak RSS (MB) | peak growth in call (MB) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name in rows:
-        if name == "baseline":
-            continue
-        r = rows[name]
-        label = {
-            "gemm": "GEMM N×N×D (matmul limit)",
-            "naive": "naive full matrix",
-            "ours": f"ours (chunk_size={args.chunk_size}, default)",
-        }.get(name, name)
-        if name == "naive" and "extrapolated" in naive_note:
-            label += " (extrapolated)"
-        runs = r.get("runs", [])
-        shown = f"{r['seconds']:.1f}" + (f" (runs: {', '.join(f'{t:.1f}' for t in runs)})" if len(runs) > 1 else "")
-        lines.append(
-            f"| {label} | {shown} | {r['seconds'] / pml['seconds']:.2f} | "
-            f"{r['seconds'] / gemm['seconds']:.2f} | {r['peak_mb']:.0f} | {r['growth_mb']:.0f} |"
-        )
-    lines += [
-        "",
-        f"Baseline process (imports + data, nothing computed): peak RSS {rows['baseline']['peak_mb']:.0f} MB. "
-        f"GEMM: {gemm['result']['gflops']:.0f} GFLOP/s. Naive: {naive_note}.",
-        "",
-        "**Goals** (issue 5): ours ≤ 1.0 × PML time: "
-        f"{ours['seconds'] / pml['seconds']:.2f} ({'met' if ours['seconds'] <= pml['seconds'] else 'NOT met'}); "
-        f"peak ≤ 2 GB: {ours['peak_mb']:.0f} MB ({'met' if ours['peak_mb'] <= 2048 else 'NOT met'}); "
-        f"≤ 1.3 × GEMM: {ours['seconds'] / gemm['seconds']:.2f} "
-        f"({'met' if ours['seconds'] <= 1.3 * gemm['seconds'] else 'NOT met'}).",
-        "",
-        "## Memory scales with N (chunk size fixed), not N²",
-        "",
-        "| N | ours time (s) | ours peak RSS (MB) | ours growth (MB) | naive time (s) | naive peak RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m, r in sorted(scaling.items()):
-        nv = naive_runs.get(m) or (rows["naive"] if m == n else None)
-        tag = "" if m in naive_runs or "extrapolated" not in naive_note else " (extrap.)"
-        lines.append(
-            f"| {m:,} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {r['growth_mb']:.0f} | "
-            f"{nv['seconds']:.1f}{tag} | {nv['peak_mb']:.0f}{tag} |"
-        )
-    lines += ["", f"## Cross-check: the metrics each variant computed at N = {n:,}", ""]
-    keys = [f"recall@{k}" for k in KS] + ["map@r", "r_precision"]
-    lines += ["| variant | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for name in ("ours", "ours-faiss", "pml", "naive"):
-        res = rows.get(name, {}).get("result") or {}
-        if res:
-            lines.append(f"| {name} | " + " | ".join(f"{res[k]:.6f}" for k in keys) + " |")
-    return "\n".join(lines) + "\n"
+    torch.set_num_threads(args.threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    except ImportError:
+        pass
+    variants = args.variants.split(",")
+    x, labels = make_data(args.n, args.dim)
+    load = os.getloadavg()[0]
+    sections = []
+    for kind, data in (("random", x), ("clustered", clustered(x, labels, args.noise))):
+        times, values = bench(data, labels, variants, args.rounds)
+        sections.append(table(kind, args.n, times, values))
+        print(sections[-1], flush=True)
+    header = (
+        "# Retrieval metrics: one ranking pass vs pytorch-metric-learning\n\n"
+        f"`python experiments/bench/bench_metrics.py --n {args.n} --rounds {args.rounds}`: leave-one-out "
+        f"Recall@{{1,10,100,1000}} + MAP@R + R-Precision, D = {args.dim}, SOP-like classes (2-12 items). "
+        f"{args.rounds} interleaved rounds, median and min-max; {args.threads} threads (torch and faiss). "
+        f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}; load average "
+        f"{load:.1f} before, {os.getloadavg()[0]:.1f} after (a shared machine: other jobs inflate every time, "
+        "interleaving spreads that over all variants).\n\n"
+    )
+    if not args.quick:
+        RESULTS.write_text(header + "\n".join(sections))
 
 
 if __name__ == "__main__":

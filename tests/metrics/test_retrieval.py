@@ -114,7 +114,7 @@ def test_recall_k_beyond_the_references_is_a_clear_error(gallery):
     x, labels = ref.unit(10, 4), ref.labels_with_sizes([5, 5])
     args = (x[:4], labels[:4], x[4:], labels[4:]) if gallery else (x, labels)
     available = 6 if gallery else 9
-    assert "recall@%d" % available in retrieval_metrics(*args, ks=(1, available))
+    assert f"recall@{available}" in retrieval_metrics(*args, ks=(1, available))
     with pytest.raises(ConfigError, match=f"recall@{available + 1}.*{available} references"):
         retrieval_metrics(*args, ks=(1, available + 1))
     with pytest.raises(ConfigError, match=f"recall@{available + 1}"):
