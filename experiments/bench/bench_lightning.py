@@ -133,6 +133,13 @@ def report(r: dict) -> str:
     )
 
 
+def summary(rows) -> str:
+    return "Lightning overhead per step vs a plain loop (goal <= 3 %): " + ", ".join(
+        f"{100 * r['overhead']:+.1f} % (batch {r['batch']} x {r['image']}px, "
+        f"{r['median_ms']['lightning'] - r['median_ms']['plain']:+.2f} ms of {r['median_ms']['plain']:.1f} ms)"
+        for r in rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps, no results file")
@@ -142,6 +149,7 @@ def main():
     if args.quick:
         r = measure(batch=16, image=32, steps=10, warmup=2, repeats=2, threads=args.threads)
         print(report(r))
+        print("summary:", summary([r]))
         return
     rows = []
     for batch, image in ((32, 64), (128, 32)):
@@ -163,6 +171,7 @@ def main():
         "|---|---|---|---|---|---|---|---|\n"
         + "\n".join(report(r) for r in rows) + "\n"
     )
+    print("summary:", summary(rows))
     print(f"wrote {RESULTS}")
 
 
