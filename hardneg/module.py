@@ -116,12 +116,20 @@ class MetricLearningModule(L.LightningModule):
         self._consecutive_nonfinite = 0
         self._finite_batches_since_step += 1
         self.last_train_stats = stats
-        batch_size = len(labels)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
-        for key, value in stats.items():
-            if value.dim() == 0:
-                self.log(f"train/{key}", value, prog_bar=key == "hn_ratio", batch_size=batch_size)
+        if self._logger_writes_this_step():
+            batch_size = len(labels)
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+            for key, value in stats.items():
+                if value.dim() == 0:
+                    self.log(f"train/{key}", value, prog_bar=key == "hn_ratio", batch_size=batch_size)
         return loss
+
+    def _logger_writes_this_step(self) -> bool:
+        """Lightning writes step metrics every ``trainer.log_every_n_steps`` steps (its own test,
+        mirrored here); ``self.log`` costs ~0.4 ms a call on CPU, so the stats are logged only
+        then (measured: 6 calls a step were +12 % step time on a tiny CPU model)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def _loss_is_finite(self, loss: Tensor, same_on_all_ranks: bool = False) -> bool:
         bad = (~torch.isfinite(loss.detach())).float()
