@@ -58,16 +58,38 @@ def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
     return short, int(short * width / height)
 
 
+ORIGINAL_SIZE_TAG = "hardneg-original-size"  # written into pre-resized copies (preresize.py)
+
+
+def original_size_note(width: int, height: int) -> str:
+    return f"{ORIGINAL_SIZE_TAG}={width}x{height}"
+
+
+def _original_size(im: Image.Image) -> tuple[int, int] | None:
+    """The size of the image a pre-resized copy was made from, from its JPEG comment / PNG text."""
+    note = im.info.get("comment", b"") or im.info.get(ORIGINAL_SIZE_TAG, "")
+    note = note.decode("latin-1") if isinstance(note, bytes) else str(note)
+    if ORIGINAL_SIZE_TAG not in note:
+        return None
+    width, height = note.rsplit("=", 1)[-1].split("x")
+    return int(width), int(height)
+
+
 def _decode(data: bytes, box, min_short: int) -> tuple[Tensor, int, int]:
     """uint8 [3, H, W] of the image in ``data`` cropped to ``box`` (clamped integer pixels), and the
-    crop's full-resolution width and height. Decodes at reduced scale when the crop stays at least
-    ``min_short`` pixels on its shorter side. Raises on an unreadable file."""
+    crop's full-resolution width and height: those of the original for a pre-resized copy, so the
+    output size is the reference's on the original. Decodes at reduced scale when the crop stays at
+    least ``_DRAFT_MARGIN * min_short`` pixels on its shorter side. Raises on an unreadable file."""
     with Image.open(io.BytesIO(data)) as im:
         width, height = im.size
         left, top, right, bottom = box if box is not None else (0, 0, width, height)
         crop_w, crop_h = right - left, bottom - top
+        original = _original_size(im) if box is None else None
+        if original is not None:
+            crop_w, crop_h = original
         jpeg = im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK")
-        scale = next((s for s in _DRAFT_SCALES if min(crop_w, crop_h) // s >= _DRAFT_MARGIN * min_short), 1) if jpeg else 1
+        shorter = min(right - left, bottom - top)  # of the file itself: what a draft can reduce
+        scale = next((s for s in _DRAFT_SCALES if shorter // s >= _DRAFT_MARGIN * min_short), 1) if jpeg else 1
         if jpeg and scale == 1 and decode_jpeg is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

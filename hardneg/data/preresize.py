@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from hardneg.data.fast_images import ORIGINAL_SIZE_TAG, original_size_note, resized_size
 from hardneg.errors import UserError
 
 QUALITY = 95
@@ -67,14 +68,19 @@ def _resize_one(job) -> str | None:
                 im = im.crop(_clamped_box(box, im.size))
         width, height = im.size
         if min(width, height) > short:
-            from hardneg.data.fast_images import resized_size
-
             new_h, new_w = resized_size(width, height, short)
             im = im.resize((new_w, new_h), Image.BILINEAR)  # as the reference Resize
+        # The original size goes into the file: the fast pipeline computes its output size from it, so
+        # a copy yields the reference's size on the original (not one rounded from the copy's size).
+        note = original_size_note(width, height)
         if fmt == "PNG":
-            im.save(partial, "PNG")
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            info.add_text(ORIGINAL_SIZE_TAG, note)
+            im.save(partial, "PNG", pnginfo=info)
         else:
-            im.save(partial, "JPEG", quality=QUALITY)
+            im.save(partial, "JPEG", quality=QUALITY, comment=note)
         os.replace(partial, target)
     except (OSError, ValueError, SyntaxError) as exc:
         if os.path.exists(partial):

@@ -111,3 +111,22 @@ def test_dropped_training_classes_are_logged_once_by_count(tmp_path, tiny_trees,
     messages = [r.getMessage() for r in caplog.records if "left out of training" in r.getMessage()]
     assert messages == ["cub: 1 of 4 training classes have fewer than data.samples_per_class=2 images and are "
                         "left out of training (1 images); they stay in evaluation"]
+
+
+@pytest.mark.slow
+def test_cut_label_file_stops_the_cli_with_exit_2(tmp_path, tiny_trees):
+    import os
+    import subprocess
+    import sys
+
+    data = tiny_trees.cub(tmp_path / "data", counts=COUNTS)
+    _rewrite_last_line(data / "image_class_labels.txt", "8 2", newline=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "400"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hardneg.run", "data=cub", f"data.root={data}", "model=tiny", "logger=none",
+         f"paths.output_dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2 and "Traceback" not in out
+    assert "its last line '8 2' has no final newline" in out
