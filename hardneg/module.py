@@ -40,6 +40,7 @@ class MetricLearningModule(L.LightningModule):
         max_consecutive_nonfinite: int = 10,
         inputs_are_features: bool = False,
         eval_backend: str = "torch",
+        eval_nmi: bool = False,
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -48,7 +49,9 @@ class MetricLearningModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.nonfinite, self.max_consecutive_nonfinite = nonfinite, max_consecutive_nonfinite
         self.inputs_are_features = inputs_are_features
-        self.eval_metric = RetrievalMetric(ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend)
+        self.eval_metric = RetrievalMetric(
+            ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend, nmi=eval_nmi
+        )
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
         self._finite_batches_since_step = 0  # a step with none is skipped (on_before_optimizer_step)
