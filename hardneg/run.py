@@ -97,5 +97,14 @@ def main(cfg: DictConfig) -> float | None:
     return result["final"].get(cfg.get("optimized_metric", "recall@1"))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m hardneg.run`` / ``hardneg-run``: typos in override keys and group options get
+    a "did you mean" and exit code 2 before Hydra starts; the rest is Hydra's ``main``."""
+    from hardneg.validate import check_command_line
+
+    check_command_line(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _MAX_HOPS = 8  # re-export chains followed (lightning.Trainer -> lightning.pytorch -> ...trainer.trainer)
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_file(module: str) -> Path | None:
     """The source file of a dotted module, found without executing any package ``__init__``."""
     top, *rest = module.split(".")
@@ -42,7 +42,7 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(path: Path) -> ast.Module | None:
     try:
         return ast.parse(path.read_text(encoding="utf-8"))
@@ -141,7 +141,7 @@ def _dataclass_fields(cls: ast.ClassDef) -> set[str] | None:
     return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def constructor_keywords(target: str) -> frozenset[str] | None:
     """The keyword arguments ``instantiate`` may pass to ``target`` (a dotted class path).
 

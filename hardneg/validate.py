@@ -341,3 +341,67 @@ class ValidateConfig(_HydraCallback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(_value(config, "hydra.mode")) == "RunMode.MULTIRUN":
             self._check(config, "hydra.sweep.dir")
+
+
+# -- the command line, before Hydra composes it -------------------------------------------------
+
+
+def _override_problem(err: Exception, overrides: list[str]) -> str | None:
+    """Our message for the Hydra composition errors a typo causes, or None for any other error."""
+    from hardneg.config import compose
+
+    message = str(err)
+    if message.startswith("Could not override '"):
+        key = message.split("'")[1]
+        parent_path, _, leaf = key.rpartition(".")
+        rest = [o for o in overrides if o.split("=", 1)[0] != key]
+        try:
+            parent = OmegaConf.select(compose(rest), parent_path) if parent_path else compose(rest)
+        except Exception:
+            return None
+        if not isinstance(parent, DictConfig):
+            return None
+        valid = sorted(str(k) for k in parent.keys() if k != "hydra")
+        return (
+            f"{key}: unknown key{did_you_mean(leaf, valid)}; valid keys: {valid}. "
+            f"(To add a key the config does not have on purpose, write +{key}=...)"
+        )
+    if message.startswith("In '") and "Could not find '" in message:
+        missing = message.split("Could not find '")[1].split("'")[0]
+        group, _, option = missing.rpartition("/")
+        return _missing_option(group, option) if group else None
+    return None
+
+
+def _missing_option(group: str, option: str) -> str | None:
+    """A problem if ``conf/<group>/<option>.yaml`` does not exist."""
+    folder = config_dir() / group
+    if not folder.is_dir() or (folder / f"{option}.yaml").is_file():
+        return None
+    options = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
+    return f"{group}={option!r}: no such option{did_you_mean(option, options)}; choose one of {options}"
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Catch what Hydra itself would reject with exit code 1 and a misleading hint (a typo in an
+    override key gets "use +key=value", which would add the typo), and say it our way."""
+    if any(arg.startswith("-") for arg in argv):  # --multirun, --cfg, --help...: Hydra's business
+        return
+    overrides = [arg for arg in argv if "=" in arg]
+    if not overrides:
+        return
+    for override in overrides:
+        # `optional experiment` in config.yaml: Hydra silently skips an experiment it cannot find.
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "experiment" and value not in ("", "null"):
+            problem = _missing_option("experiment", value)
+            if problem:
+                _stop(ConfigError(format_problems([problem])))
+    from hardneg.config import compose
+
+    try:
+        compose(overrides)
+    except Exception as err:
+        problem = _override_problem(err, overrides)
+        if problem:
+            _stop(ConfigError(format_problems([problem])))
