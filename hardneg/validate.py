@@ -366,6 +366,9 @@ def _override_problem(err: Exception, overrides: list[str]) -> str | None:
             f"{key}: unknown key{did_you_mean(leaf, valid)}; valid keys: {valid}. "
             f"(To add a key the config does not have on purpose, write +{key}=...)"
         )
+    if message.startswith("Could not append to config. An item is already at '"):
+        key = message.split("'")[1]
+        return f"+{key}: the config already has {key}; set it without the '+': {key}=..."
     if message.startswith("In '") and "Could not find '" in message:
         missing = message.split("Could not find '")[1].split("'")[0]
         group, _, option = missing.rpartition("/")

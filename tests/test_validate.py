@@ -51,6 +51,7 @@ CLI_CASES = {
         ["data.batch_size=33", "data.samples_per_class=2", "multiple", "data.batch_size=32 or 34"],
     ),
     "unknown eval backend": (["eval.backend=nope"], ["eval.backend", "'nope'", "'torch'", "'faiss'"]),
+    "adding a key that exists": (["+eval.nmi=true"], ["eval.nmi=", "without the '+'"]),
     "unknown top-level key": (["+seeed=1"], ["seeed", "did you mean 'seed'"]),
     "typo in a group key": (["loss.hard_rul=paper"], ["loss.hard_rul", "did you mean 'hard_rule'"]),
     "typo in an added group key": (["+loss.hard_rul=paper"], ["loss.hard_rul", "did you mean 'hard_rule'"]),
@@ -189,14 +190,14 @@ def test_type_range_and_cross_key_rules():
     assert any("did you mean 'official'" in p for p in problems(compose(["loss.hard_rule=oficial"])))
 
 
-def test_eval_nmi_reaches_the_metric(make_cfg):
-    from hardneg.builders import build_run
+def test_eval_nmi_true_reports_nmi_at_every_evaluation(make_cfg):
+    from hardneg.run import train
 
-    cfg = make_cfg(["eval.nmi=true"])
-    from hardneg.run import resolve_run_dir
-
-    run = build_run(cfg, resolve_run_dir(cfg))
-    assert run.module.eval_metric.nmi is True
+    assert compose([]).eval.nmi is False  # off by default: k-means is slow at SOP scale
+    result = train(make_cfg(["eval.nmi=true"]))
+    assert [epoch for epoch, _ in result["history"]] == [0, 1]
+    for _, metrics in result["history"]:
+        assert 0.0 <= metrics["nmi"] <= 1.0
 
 
 # -- after the data is read ---------------------------------------------------------------------------
