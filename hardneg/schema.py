@@ -99,7 +99,7 @@ def listing(item: Value | None = None, nonempty: bool = False, null: bool = Fals
 
 def choice(module: str, constant: str, null: bool = False) -> Value:
     """One of the values ``module.CONSTANT`` lists: the code's own list, read without importing it."""
-    return Value(choices=code_constant(module, constant), null=null)
+    return Value(choices=code_constant(module, constant), what="a value", null=null)
 
 
 def one_of(*values) -> Value:

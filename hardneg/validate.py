@@ -205,6 +205,15 @@ def _cross_key_problems(cfg: DictConfig) -> list[str]:
                     f"data.batch_size={batch} holds {batch // k} classes, which cannot be split evenly over "
                     f"{world} processes (trainer.devices x trainer.num_nodes); use a multiple of {k * world}"
                 )
+    metric, ks = _value(cfg, "optimized_metric"), _value(cfg, "data.recall_ks")
+    if isinstance(metric, str) and isinstance(ks, ListConfig):
+        reported = [f"recall@{k}" for k in ks] + ["map@r", "r_precision"]
+        reported += ["nmi"] if _value(cfg, "eval.nmi") is True else []
+        if metric not in reported:
+            problems.append(
+                f"optimized_metric={metric!r} is not a metric this run reports{did_you_mean(metric, reported)}; "
+                f"choose one of {reported}"
+            )
     if _value(cfg, "model.cache_features") is True and _value(cfg, "model.freeze_backbone") is not True:
         problems.append(
             "model.cache_features=true needs model.freeze_backbone=true (cached features must not change); "

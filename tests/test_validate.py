@@ -150,7 +150,9 @@ def test_every_shipped_config_is_valid(override):
 def test_schema_choices_are_the_codes_own_constants(name):
     module, constant = CODE_CHOICES[name]
     defined = getattr(importlib.import_module(module), constant)
-    assert set(code(name).choices) == set(defined)
+    choices = code(name).choices
+    assert choices is not None, f"{module}.{constant} is not a literal tuple/dict any more"
+    assert set(choices) == set(defined)
 
 
 def test_all_problems_are_reported_at_once():
@@ -188,6 +190,10 @@ def test_type_range_and_cross_key_rules():
     assert any("18 classes" in p and "4 processes" in p for p in found)
     assert any("data.recall_ks" in p for p in problems(compose(["data.recall_ks=[1,0]"])))
     assert any("did you mean 'official'" in p for p in problems(compose(["loss.hard_rule=oficial"])))
+    # What a sweeper optimises must be a metric the run reports (else main returns None to it).
+    assert any("optimized_metric='recall@3'" in p for p in problems(compose(["optimized_metric=recall@3"])))
+    assert any("optimized_metric='nmi'" in p for p in problems(compose(["optimized_metric=nmi"])))
+    assert problems(compose(["optimized_metric=nmi", "eval.nmi=true"])) == []
 
 
 def test_eval_nmi_true_reports_nmi_at_every_evaluation(make_cfg):
