@@ -147,14 +147,16 @@ def _read(node: DictConfig, key: Any) -> tuple[Any, str | None]:
 
 
 def _walk(node: DictConfig, path: str, problems: list[str]) -> None:
-    target = node.get("_target_") if "_target_" in node else None
-    if target is not None:
+    target, error = _read(node, "_target_") if "_target_" in node else (None, None)
+    if error:
+        problems.append(f"{_join(path, '_target_')} {error}")
+    elif target is not None:
         problems += _target_problems(_join(path, "_target_"), target)
     specs = {**by_path().get(path, {}), **(by_target().get(target, {}) if isinstance(target, str) else {})}
     allowed = _allowed_keys(path, target)
     for key in node.keys():
         full = _join(path, key)
-        if path == "" and key == "hydra":
+        if (path == "" and key == "hydra") or key == "_target_":  # Hydra's own / checked above
             continue
         if allowed is not None and key not in allowed:
             valid = sorted(k for k in allowed if k not in INSTANTIATE_KEYS)
