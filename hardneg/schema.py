@@ -59,7 +59,7 @@ class Value:
         if self.kinds and (not isinstance(value, self.kinds) or (isinstance(value, bool) and bool not in self.kinds)):
             return f"must be {self.describe()}"
         if self.choices is not None and value not in self.choices:
-            return f"must be {self.describe()}"
+            return f"is unknown; choose {self.describe()}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (
                 (self.low is not None and value < self.low)

@@ -174,7 +174,7 @@ def _walk(node: DictConfig, path: str, problems: list[str]) -> None:
         problem = spec.check(value) if spec is not None else None
         if problem:
             hint = did_you_mean(value, spec.choices) if spec.choices and isinstance(value, str) else ""
-            problems.append(f"{full}={value!r}: {problem}{hint}")
+            problems.append(f"{full}={value!r} {problem}{hint}")
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
