@@ -47,8 +47,8 @@ class Value:
                 bounds.append(f"<= {self.high:g}")
             if bounds:
                 text += " " + " and ".join(bounds)
-            if self.item is not None:
-                text += f" of {self.item.describe()}s" if self.item.what else ""
+            if self.item is not None and self.item.what:
+                text += f" whose items are each {self.item.describe()}"
         return text + (" or null" if self.null else "")
 
     def check(self, value) -> str | None:
@@ -69,7 +69,7 @@ class Value:
                 return f"must be {self.describe()}"
         if isinstance(value, list):
             if self.nonempty and not value:
-                return f"must be a non-empty {self.describe()}"
+                return f"must not be empty; it must be {self.describe()}"
             if self.item is not None:
                 for element in value:
                     if self.item.check(element) is not None:

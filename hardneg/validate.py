@@ -174,7 +174,8 @@ def _walk(node: DictConfig, path: str, problems: list[str]) -> None:
         problem = spec.check(value) if spec is not None else None
         if problem:
             hint = did_you_mean(value, spec.choices) if spec.choices and isinstance(value, str) else ""
-            problems.append(f"{full}={value!r} {problem}{hint}")
+            shown = full if value == MISSING else f"{full}={value!r}"
+            problems.append(f"{shown} {problem}{hint}")
 
 
 def _value(cfg: DictConfig, key: str) -> Any:

@@ -237,3 +237,18 @@ def test_batch_asking_for_more_classes_than_the_split_has_stops_before_training(
     dm.batch_size = 40  # 20 classes x 2, the split has 10
     with pytest.raises(ConfigError, match="data.batch_size=40 asks for 20 classes"):
         validate_data(compose([]), dm)
+
+
+def test_validation_imports_neither_torch_nor_lightning():
+    """What keeps it fast: the check runs before the seconds that importing torch/Lightning take."""
+    code_ = (
+        "import sys\n"
+        "from hardneg.config import compose\n"
+        "from hardneg.validate import problems\n"
+        "assert problems(compose(['trainer=ddp', 'loss=proxy_anchor'])) == []\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'timm'))\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code_], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
