@@ -23,6 +23,7 @@ from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
 from hardneg.module import MetricLearningModule
 from hardneg.report import print_results
+from hardneg.validate import validate_data
 
 log = logging.getLogger("hardneg")
 
@@ -107,6 +108,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
+    validate_data(cfg, datamodule)  # what only the data's sizes tell, before features or nets
     net, use_cache = build_net(cfg)
     if use_cache:
         datamodule.use_features(*cached_backbone_features(net, datamodule, cfg.paths.cache_dir))
@@ -122,6 +124,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
         eval_nonfinite=cfg.eval.get("nonfinite", "error"),
+        eval_nmi=bool(cfg.eval.get("nmi", False)),
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")

@@ -43,6 +43,7 @@ class MetricLearningModule(L.LightningModule):
         inputs_are_features: bool = False,
         eval_backend: str = "torch",
         eval_nonfinite: str = "error",
+        eval_nmi: bool = False,
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -55,6 +56,7 @@ class MetricLearningModule(L.LightningModule):
         if eval_nonfinite not in EVAL_NONFINITE_POLICIES:
             raise ValueError(f"eval.nonfinite={eval_nonfinite!r} is unknown; choose one of {list(EVAL_NONFINITE_POLICIES)}")
         self.recall_ks, self.query_gallery, self.eval_nonfinite = tuple(recall_ks), query_gallery, eval_nonfinite
+        self.eval_nmi = eval_nmi
         self._eval_buffer = EmbeddingBuffer()
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
@@ -188,7 +190,7 @@ class MetricLearningModule(L.LightningModule):
         epoch = self.completed_epochs()
         evaluation = evaluate_embeddings(
             embeddings, labels, indices, self._is_query(indices), epoch=epoch, ks=self.recall_ks,
-            nonfinite=self.eval_nonfinite, neighbours=self._neighbours_needed(),
+            nmi=self.eval_nmi, nonfinite=self.eval_nonfinite, neighbours=self._neighbours_needed(),
         )
         self.last_evaluation = evaluation
         self.eval_history.append((epoch, evaluation.metrics))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,15 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
             path = Path(HydraConfig.get().runtime.output_dir)
         else:
             path = Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):  # mkdir succeeds on an existing read-only dir
+            pass
+    except OSError as err:
+        raise UserError(
+            f"cannot write the run directory {path} ({err.strerror or err}). Point paths.output_dir "
+            "(or hydra.run.dir) at a writable directory, or fix its permissions"
+        ) from None
     return path
 
 
@@ -54,6 +63,9 @@ def train(cfg: DictConfig) -> dict:
     Returns ``{"initial": {...}, "final": {...}, "history": [(epoch, {...})], "run_dir": str,
     "skipped_steps": int, "train": {...last step's stats}}``.
     """
+    from hardneg.validate import validate
+
+    validate(cfg)  # cheap, and before anything is read or built (the CLI already ran it once)
     from hardneg.builders import build_run  # heavy imports (torch, lightning) only when training
 
     run = build_run(cfg, resolve_run_dir(cfg))
@@ -85,5 +97,14 @@ def main(cfg: DictConfig) -> float | None:
     return result["final"].get(cfg.get("optimized_metric", "recall@1"))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m hardneg.run`` / ``hardneg-run``: typos in override keys and group options get
+    a "did you mean" and exit code 2 before Hydra starts; the rest is Hydra's ``main``."""
+    from hardneg.validate import check_command_line
+
+    check_command_line(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -47,3 +47,9 @@ def test_default_is_the_papers_method_on_glyphs():
 
 def test_config_dir_is_packaged_with_the_code():
     assert Path(CONF, "config.yaml").exists()
+
+
+def test_documented_eval_options_are_config_keys():
+    """NMI and the kNN backend are switched from the command line without `+`."""
+    cfg = compose(["eval.nmi=true", "eval.backend=faiss"])
+    assert cfg.eval.nmi is True and cfg.eval.backend == "faiss"

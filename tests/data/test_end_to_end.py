@@ -14,6 +14,9 @@ def overrides(name: str, root) -> list[str]:
     return [
         f"data={name}", f"data.root={root}", "model=tiny", "data.image_size=32", "data.batch_size=4",
         "data.eval_batch_size=64", "data.num_workers=0", "trainer.max_epochs=1", "logger=none",
+        # The tiny trees have a handful of test images: the presets' K up to 1000 would stop the
+        # run (a K larger than the gallery reads 1.0 whatever the embedding; hardneg/validate.py).
+        "data.recall_ks=[1,2]",
         # ++: set whether or not the trainer/callbacks configs already hold these keys
         "++trainer.enable_progress_bar=false", "++callbacks.progress_bar=null",
     ]
@@ -27,9 +30,7 @@ def test_one_epoch(tmp_path, tiny_trees, make_cfg, name):
 
     getattr(tiny_trees, TREES[name])(tmp_path / "data")
     result = train(make_cfg(overrides(name, tmp_path / "data"), fast=False))
-    ks = {"cub": [1, 2, 4, 8], "cars": [1, 2, 4, 8], "sop": [1, 10, 100, 1000],
-          "inshop": [1, 10, 20, 30, 40, 50], "hotels50k": [1, 10, 100]}[name]
-    for k in ks:
+    for k in (1, 2):
         assert 0.0 <= result["final"][f"recall@{k}"] <= 1.0
     assert result["initial"] and result["history"]
 
