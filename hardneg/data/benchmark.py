@@ -31,6 +31,7 @@ from hardneg.data import preresize
 from hardneg.data.base import RetrievalDataModule, RetrievalSplits
 from hardneg.data.fast_images import PIPELINES, FastPaperTransform
 from hardneg.data.images import ImageListDataset, check_on_corrupt
+from hardneg.data.locations import default_root  # noqa: F401 (re-exported: its historical home)
 from hardneg.data.transforms import DATASET_STATS, build_transform
 from hardneg.errors import ConfigError, DatasetNotFoundError, UserError
 
@@ -49,11 +50,6 @@ class ImageRecords:
 
 class DatasetSizeWarning(UserWarning):
     """An annotation file lists a different number of rows than the released dataset."""
-
-
-def default_root(name: str) -> Path:
-    base = os.environ.get("HARDNEG_DATA")
-    return (Path(base).expanduser() if base else Path.home() / "data") / name
 
 
 class ImageBenchmarkDataModule(RetrievalDataModule):
