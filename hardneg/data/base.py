@@ -166,7 +166,7 @@ class RetrievalDataModule(L.LightningDataModule):
             seed=self.seed,
         )
         self._report_dropped(batch_sampler)
-        return DataLoader(self.splits.train, batch_sampler=batch_sampler, **self._loader_options())
+        return DataLoader(self.loader_dataset(self.splits.train), batch_sampler=batch_sampler, **self._loader_options())
 
     def _report_dropped(self, sampler: ClassBalancedBatchSampler) -> None:
         """Say once, by count, how many training classes are too small for a K-group (they stay in
@@ -186,8 +186,13 @@ class RetrievalDataModule(L.LightningDataModule):
         # Distributed padding repeats a few items; the metric de-duplicates by index.
         sampler = DistributedSampler(self.splits.test, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(
-            self.splits.test, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False, **self._loader_options()
+            self.loader_dataset(self.splits.test), batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
+            **self._loader_options(),
         )
+
+    def loader_dataset(self, dataset: Dataset) -> Dataset:
+        """The dataset this datamodule's own loaders read (a subclass may hand out a cheaper view)."""
+        return dataset
 
     def _loader_options(self) -> dict:
         """Workers, pinning and prefetch for every loader of this datamodule (data.num_workers, ...)."""
