@@ -13,7 +13,8 @@ the same operations, in the same order and with the same random draws, but cheap
   is exactly the reference's even after a draft;
 - **crop and flip** on the uint8 tensor, with the random draws of ``RandomCrop``/
   ``RandomHorizontalFlip`` (same calls on the torch RNG, same order): same seed, same crops;
-- **normalise** last, once, as float: ``(x - 255 mean) / (255 std)``.
+- **normalise** last, once, as float: ``(x - 255 mean) / (255 std)``, per item or, with
+  ``as_uint8()``, per batch on the device (``normalise_batch``).
 
 Equivalence with the reference (tests/data/test_fast_images.py), in uint8 levels of the input
 (1 level = 1/(255 std) ~ 0.014 after normalisation): without a draft the two differ only by the
