@@ -42,12 +42,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_num_workers(value: int | str) -> int:
+def resolve_num_workers(value: int | str, local_ranks: int | None = None) -> int:
     """``auto``: one worker per usable CPU core of this process's share, keeping one for the main
-    process, at most 16; the share divides the cores among the GPUs of this node
-    (LOCAL_WORLD_SIZE or SLURM_NTASKS_PER_NODE, set by DDP launchers). An int is taken as is."""
+    process, at most 16; the share divides the cores among the processes (GPUs) of this node:
+    ``local_ranks`` (the trainer's devices, once known), else LOCAL_WORLD_SIZE or
+    SLURM_NTASKS_PER_NODE as DDP launchers set them. An int is taken as is."""
     if value == "auto":
-        ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
+        ranks = local_ranks or int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE") or 1)
         return max(0, min(16, usable_cpus() // max(1, ranks) - 1))
     try:
         workers = int(value)
@@ -101,7 +102,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
         self.sampler, self.repeat = sampler, repeat
         self.eval_batch_size, self.seed = eval_batch_size, seed
-        self.num_workers = resolve_num_workers(num_workers)
+        self.workers_setting = num_workers
+        self.num_workers = resolve_num_workers(num_workers)  # re-resolved once a trainer says its devices
         if pin_memory not in ("auto", True, False):
             raise ConfigError(f"data.pin_memory={pin_memory!r} is unknown; choose auto, true or false")
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
@@ -164,7 +166,7 @@ class RetrievalDataModule(L.LightningDataModule):
             seed=self.seed,
         )
         self._report_dropped(batch_sampler)
-        return DataLoader(self.splits.train, batch_sampler=batch_sampler, **self._loader_options())
+        return DataLoader(self.loader_dataset(self.splits.train), batch_sampler=batch_sampler, **self._loader_options())
 
     def _report_dropped(self, sampler: ClassBalancedBatchSampler) -> None:
         """Say once, by count, how many training classes are too small for a K-group (they stay in
@@ -184,11 +186,19 @@ class RetrievalDataModule(L.LightningDataModule):
         # Distributed padding repeats a few items; the metric de-duplicates by index.
         sampler = DistributedSampler(self.splits.test, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(
-            self.splits.test, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False, **self._loader_options()
+            self.loader_dataset(self.splits.test), batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
+            **self._loader_options(),
         )
+
+    def loader_dataset(self, dataset: Dataset) -> Dataset:
+        """The dataset this datamodule's own loaders read (a subclass may hand out a cheaper view)."""
+        return dataset
 
     def _loader_options(self) -> dict:
         """Workers, pinning and prefetch for every loader of this datamodule (data.num_workers, ...)."""
+        trainer = getattr(self, "trainer", None)
+        if self.workers_setting == "auto" and trainer is not None:
+            self.num_workers = resolve_num_workers("auto", getattr(trainer, "num_devices", None))
         options = dict(num_workers=self.num_workers, pin_memory=self.pin_memory)
         if self.num_workers > 0:
             options["persistent_workers"] = self.persistent_workers

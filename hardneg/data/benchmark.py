@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hardneg.data import preresize
 from hardneg.data.base import RetrievalDataModule, RetrievalSplits
 from hardneg.data.fast_images import PIPELINES, FastPaperTransform
 from hardneg.data.images import ImageListDataset, check_on_corrupt
+from hardneg.data.locations import default_root  # noqa: F401 (re-exported: its historical home)
 from hardneg.data.transforms import DATASET_STATS, build_transform
 from hardneg.errors import ConfigError, DatasetNotFoundError, UserError
 
@@ -49,11 +51,6 @@ class ImageRecords:
 
 class DatasetSizeWarning(UserWarning):
     """An annotation file lists a different number of rows than the released dataset."""
-
-
-def default_root(name: str) -> Path:
-    base = os.environ.get("HARDNEG_DATA")
-    return (Path(base).expanduser() if base else Path.home() / "data") / name
 
 
 class ImageBenchmarkDataModule(RetrievalDataModule):
@@ -75,6 +72,7 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         pipeline: str = "fast",
         use_preresized="auto",
         preresized_dir: str | None = None,
+        normalize_on_device: bool = False,
         **base,
     ):
         super().__init__(**base)
@@ -83,6 +81,7 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
         if use_preresized not in USE_PRERESIZED:
             raise ConfigError(f"data.use_preresized={use_preresized!r} is unknown; choose one of {list(USE_PRERESIZED)}")
         self.pipeline, self.use_preresized = pipeline, use_preresized
+        self.normalize_on_device = bool(normalize_on_device)
         self.preresized_dir = Path(preresized_dir).expanduser() if preresized_dir else default_root(self.name).parent / "preresized"
         self.image_size = int(image_size)
         self.root = Path(root).expanduser() if root else default_root(self.name)
@@ -231,6 +230,22 @@ class ImageBenchmarkDataModule(RetrievalDataModule):
             records.paths, labels.reshape(-1), bboxes=records.bboxes, transform=transform,
             on_corrupt=self.on_corrupt, is_query=records.is_query,
         )
+
+    # -- uint8 batches, normalised on the device (data.normalize_on_device=true, fast pipeline) ------
+    def loader_dataset(self, dataset):
+        """With normalize_on_device, this datamodule's loaders yield uint8 images; other readers of
+        the datasets (hardneg.evaluate, the feature cache) still get normalised float tensors."""
+        transform = getattr(dataset, "transform", None)
+        if self.normalize_on_device and isinstance(transform, FastPaperTransform) and hasattr(dataset, "with_transform"):
+            return dataset.with_transform(transform.as_uint8())
+        return dataset
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Lightning calls this once the batch is on the device: normalise uint8 images there."""
+        x = batch[0]
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and isinstance(self.eval_transform, FastPaperTransform):
+            batch = type(batch)([self.eval_transform.normalise_batch(x), *batch[1:]])
+        return batch
 
     def preresized_copy_dir(self, bbox: bool) -> Path:
         return preresize.copy_dir(self.preresized_dir, self.name, self.dataset_dir(), self.image_size, bbox)

@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hardneg.data.benchmark import default_root
+from hardneg.data.locations import default_root
 from hardneg.errors import UserError
 
 

@@ -258,3 +258,14 @@ def test_main_reports_an_unsafe_member_without_traceback(tmp_path, server, capsy
     server.payload = archive.read_bytes()
     assert run(tmp_path / "root", server, md5(server.payload)) == download.EXIT_ERROR
     assert "holds the member '../escaped.txt'" in capsys.readouterr().err
+
+
+def test_downloader_starts_without_torch():
+    """Offline, the command must fail in about a second: importing torch/Lightning first took ~20 s
+    on a loaded machine, so the downloader imports neither."""
+    import subprocess
+    import sys
+
+    code = "import sys, hardneg.data.download; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -106,3 +106,42 @@ def test_pipeline_is_chosen_by_config(tmp_path, tiny_trees):
     assert a.shape == b.shape == (3, 16, 16) and levels(a, b).max() <= 1.0 + 1e-3
     with pytest.raises(ConfigError, match=r"data.pipeline='turbo' is unknown; choose one of \['fast', 'reference'\]"):
         CUBDataModule(root=str(data), pipeline="turbo")
+
+
+def test_normalize_on_device_yields_uint8_batches_normalised_after_transfer(tmp_path, tiny_trees):
+    data = tiny_trees.cub(tmp_path)
+    kw = dict(root=str(data), image_size=16, batch_size=4)
+    on_device, in_worker = CUBDataModule(**kw, normalize_on_device=True), CUBDataModule(**kw)
+    torch.manual_seed(0)
+    raw = next(iter(on_device.train_dataloader()))
+    torch.manual_seed(0)
+    reference = next(iter(in_worker.train_dataloader()))
+    assert raw[0].dtype == torch.uint8 and raw[0].shape == (4, 3, 16, 16)
+    done = on_device.on_after_batch_transfer(raw, 0)
+    assert done[0].dtype == torch.float32 and torch.allclose(done[0], reference[0], atol=1e-5)
+    assert torch.equal(done[1], reference[1]) and torch.equal(done[2], reference[2])
+    assert on_device.splits.test[0][0].dtype == torch.float32  # evaluate / feature cache read floats
+
+
+def test_lightning_calls_the_normalisation_hook(tmp_path, tiny_trees):
+    import lightning as L
+
+    seen = []
+
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[0].dtype)
+            return (self.w * batch[0].mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = CUBDataModule(root=str(tiny_trees.cub(tmp_path)), image_size=16, batch_size=4, normalize_on_device=True)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(Probe(), datamodule=dm)
+    assert seen == [torch.float32]

@@ -17,6 +17,8 @@ def test_auto_workers_share_the_cores_among_local_ranks(monkeypatch):
     assert base.resolve_num_workers("auto") == 7  # 8 cores per GPU, one for the main process
     monkeypatch.setattr(base, "usable_cpus", lambda: 1)
     assert base.resolve_num_workers("auto") == 0
+    monkeypatch.setattr(base, "usable_cpus", lambda: 32)
+    assert base.resolve_num_workers("auto", local_ranks=8) == 3  # a trainer's 8 devices on this node
     assert base.resolve_num_workers(3) == 3 and base.resolve_num_workers("2") == 2
 
 
