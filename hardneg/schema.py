@@ -32,6 +32,8 @@ class Value:
     item: Value | None = None  # every element of a list
     nonempty: bool = False
     filled_later: bool = False  # ``???`` allowed: the code fills it in (loss.num_classes)
+    import_path: bool = False  # a dotted "package.module.function" allowed besides the choices (mining.pos/neg)
+    auto: bool = False  # the string "auto" allowed: the code chooses (data.num_workers, data.pin_memory)
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -49,15 +51,19 @@ class Value:
                 text += " " + " and ".join(bounds)
             if self.item is not None and self.item.what:
                 text += f" whose items are each {self.item.describe()}"
-        return text + (" or null" if self.null else "")
+        return text + (" or 'auto'" if self.auto else "") + (" or null" if self.null else "")
 
     def check(self, value) -> str | None:
         if value is None:
             return None if self.null else f"must be {self.describe()}, not null"
+        if self.auto and value == "auto":
+            return None
         if value == MISSING:
             return None if self.filled_later else f"is missing (???); it must be {self.describe()}"
         if self.kinds and (not isinstance(value, self.kinds) or (isinstance(value, bool) and bool not in self.kinds)):
             return f"must be {self.describe()}"
+        if self.import_path and isinstance(value, str) and "." in value:
+            return None  # resolved (and reported if absent) by the code that imports it
         if self.choices is not None and value not in self.choices:
             return f"is unknown; choose {self.describe()}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -115,6 +121,8 @@ CODE_CHOICES = {
     "data.sampler": ("hardneg.data.samplers", "MODES"),
     "data.transform": ("hardneg.data.transforms", "TRANSFORM_KINDS"),
     "data.on_corrupt": ("hardneg.data.images", "ON_CORRUPT"),
+    "data.pipeline": ("hardneg.data.fast_images", "PIPELINES"),
+    "data.use_preresized": ("hardneg.data.benchmark", "USE_PRERESIZED"),
     "data.label": ("hardneg.data.hotels50k", "LABELS"),
     "data.occlusion": ("hardneg.data.hotels50k", "OCCLUSIONS"),
     "model.batchnorm": ("hardneg.models.embedding", "BATCHNORM_MODES"),
@@ -133,8 +141,9 @@ CODE_CHOICES = {
 }
 
 
-def code(name: str, null: bool = False) -> Value:
-    return choice(*CODE_CHOICES[name], null=null)
+def code(name: str, null: bool = False, import_path: bool = False) -> Value:
+    spec = choice(*CODE_CHOICES[name], null=null)
+    return Value(choices=spec.choices, what=spec.what, null=null, import_path=import_path)
 
 
 # A count or fraction of batches, as Lightning's limit_* options take.
@@ -162,7 +171,14 @@ def by_path() -> dict[str, dict[str, Value]]:
             "sampler": code("data.sampler"),
             "repeat": integer(low=1),
             "eval_batch_size": integer(low=1),
-            "num_workers": integer(low=0),
+            "num_workers": integer(low=0, auto=True),
+            "pin_memory": Value(kinds=(bool,), what="true or false", auto=True),
+            "persistent_workers": boolean(),
+            "prefetch_factor": integer(low=1, null=True),
+            "pipeline": code("data.pipeline"),
+            "normalize_on_device": boolean(),
+            "use_preresized": code("data.use_preresized"),
+            "preresized_dir": text(null=True),
             "seed": integer(),
             "recall_ks": listing(integer(low=1), nonempty=True),
             "image_size": integer(low=1),
@@ -191,8 +207,8 @@ def by_path() -> dict[str, dict[str, Value]]:
             "cache_features": boolean(),
         },
         "mining": {
-            "pos": code("mining.pos"),
-            "neg": code("mining.neg"),
+            "pos": code("mining.pos", import_path=True),
+            "neg": code("mining.neg", import_path=True),
             "scope": code("mining.scope"),
             "duplicate_threshold": SIMILARITY,
         },

@@ -197,6 +197,9 @@ def code_constant(module: str, name: str) -> tuple[str, ...] | None:
     path = module_file(module)
     tree = _parse(path) if path else None
     for node in tree.body if tree else ():
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            if isinstance(node.value, ast.Dict) and not node.value.keys:  # a registry filled by decorators
+                return _registered_names(tree, name)
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
             value = node.value
             try:
@@ -207,3 +210,23 @@ def code_constant(module: str, name: str) -> tuple[str, ...] | None:
             except ValueError:  # not literals
                 return None
     return None
+
+
+def _registered_names(tree: ast.Module, registry: str) -> tuple[str, ...] | None:
+    """Names registered into ``registry = {}`` by decorators of the same module:
+    ``@register("name")`` where ``register`` is a module function that mentions ``registry``."""
+    registrars = {
+        node.name for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any(isinstance(n, ast.Name) and n.id == registry for n in ast.walk(node))
+    }
+    names = []
+    for node in tree.body:
+        for decorator in getattr(node, "decorator_list", ()):
+            if (
+                isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Name)
+                and decorator.func.id in registrars and decorator.args
+                and isinstance(decorator.args[0], ast.Constant) and isinstance(decorator.args[0].value, str)
+            ):
+                names.append(decorator.args[0].value)
+    return tuple(names) or None
