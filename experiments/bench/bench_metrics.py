@@ -149,10 +149,14 @@ def load_before():
 
 def run_before(x, labels):
     """Before: the metrics pass, plus the separate best-positive/best-negative pass of the test
-    triplet diagram (``best_match_points`` as it was: masked maxima over row chunks)."""
+    triplet diagram (``best_match_points`` as it was: masked maxima over row chunks), plus the
+    collapse statistics, computed by two callbacks."""
     import torch
 
+    from hardneg.analysis.collapse import collapse_stats
+
     out = load_before()(x, labels, ks=KS)
+    collapse_stats(x), collapse_stats(x)  # the collapse detector and the triplet-space callback, each
     for start in range(0, len(x), 1024):
         sim = x[start:start + 1024] @ x.T
         same = labels[start:start + 1024, None] == labels[None, :]
@@ -215,6 +219,7 @@ def main():
     parser.add_argument("--noise", type=float, default=2.5, help="clustered data: noise norm (2.5: R@1 ~ 0.7)")
     parser.add_argument("--variants", default="ours,definition,pml,gemm,before (2 passes),after (Evaluation)")
     parser.add_argument("--quick", action="store_true", help="N = 3000, 2 rounds, print only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the markdown goes")
     args = parser.parse_args()
     if args.quick:
         args.n, args.rounds = 3000, 2
@@ -245,7 +250,7 @@ def main():
         "interleaving spreads that over all variants).\n\n"
     )
     if not args.quick:
-        RESULTS.write_text(header + "\n".join(sections))
+        args.out.write_text(header + "\n".join(sections))
 
 
 if __name__ == "__main__":
