@@ -3,7 +3,9 @@
 One training step (DESIGN.md):
   images -> EmbeddingNet -> E [B_local, D] -> all_gather with gradients (DDP, mining.scope=global)
   -> Criterion: S = E_local @ E_global^T -> miner -> (S_ap, S_an) -> loss, stats
-Evaluation embeds the test split and computes Recall@K / MAP@R on held-out classes.
+Evaluation embeds the test split (each process its shard), gathers it on every process and
+makes one ``hardneg.evaluation.Evaluation`` (Recall@K / MAP@R on held-out classes, best positive /
+negative per query, collapse statistics), which callbacks receive through ``on_evaluation``.
 """
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ Variants, each computing Recall@{1,10,100,1000}, MAP@R and R-Precision (leave-on
                definition the tests hold the fast path against). This says whether the fast path pays.
 - pml:         pytorch-metric-learning's AccuracyCalculator (its default FaissKNN), k = 1000, with
                recall_at_{10,100,1000} added as custom metrics (precision_at_1 is Recall@1).
+- before / after: a whole evaluation as the training loop runs it, at commit BEFORE_COMMIT (the
+               metrics pass, then a second N x N pass for the triplet diagram's best positive and
+               negative) and now (``evaluate_embeddings``: one pass, plus collapse statistics).
 - gemm:        the N x N x D float32 matmul alone, in row chunks of 4096: an exact kNN's floor.
 Method: one process, ``torch.set_num_threads(--threads)`` (faiss too), every variant run once per
 round, rounds interleaved (A B C D, A B C D, ...) so that load changes hit all alike; median and
@@ -125,8 +128,55 @@ def run_ours(x, labels, fast=True):
         return retrieval_metrics(x, labels, ks=KS)
 
 
+BEFORE_COMMIT = "bb34b47"  # the last commit with the two-pass evaluation (metrics, then best pos/neg)
+
+
+def load_before():
+    """``retrieval_metrics`` as of BEFORE_COMMIT, read with ``git show`` and run in this process.
+    Its ``_chunks`` helpers are unchanged since; ``prepare_pair`` moved (same behaviour for float32)."""
+    import subprocess
+    import types
+
+    root = Path(__file__).resolve().parents[2]
+    source = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:hardneg/metrics/retrieval.py"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    source = source.replace("from hardneg.metrics.knn import check_backend, prepare_pair",
+                            "from hardneg.metrics.knn import check_backend\nfrom hardneg.metrics.ranking import prepare_pair")
+    module = types.ModuleType("retrieval_before")
+    exec(compile(source, f"{BEFORE_COMMIT}:hardneg/metrics/retrieval.py", "exec"), module.__dict__)
+    return module.retrieval_metrics
+
+
+def run_before(x, labels):
+    """Before: the metrics pass, plus the separate best-positive/best-negative pass of the test
+    triplet diagram (``best_match_points`` as it was: masked maxima over row chunks), plus the
+    collapse statistics, computed by two callbacks."""
+    import torch
+
+    from hardneg.analysis.collapse import collapse_stats
+
+    out = load_before()(x, labels, ks=KS)
+    collapse_stats(x), collapse_stats(x)  # the collapse detector and the triplet-space callback, each
+    for start in range(0, len(x), 1024):
+        sim = x[start:start + 1024] @ x.T
+        same = labels[start:start + 1024, None] == labels[None, :]
+        rows = torch.arange(len(sim))
+        sim[rows, rows + start] = -float("inf")
+        sim.masked_fill(~same, -float("inf")).amax(dim=1), sim.masked_fill(same, -float("inf")).amax(dim=1)
+    return out
+
+
+def run_after(x, labels):
+    """After: one Evaluation (metrics, best positive/negative and neighbours from one pass)."""
+    from hardneg.evaluation import evaluate_embeddings
+
+    return evaluate_embeddings(x, labels, ks=KS).metrics
+
+
 VARIANTS = {
     "ours": lambda x, y: run_ours(x, y, fast=True),
+    "before (2 passes)": run_before,
+    "after (Evaluation)": run_after,
     "definition": lambda x, y: run_ours(x, y, fast=False),
     "pml": lambda x, y: run_pml(x, y, None),
     "gemm": lambda x, y: run_gemm(x, y, None),
@@ -167,8 +217,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--noise", type=float, default=2.5, help="clustered data: noise norm (2.5: R@1 ~ 0.7)")
-    parser.add_argument("--variants", default="ours,definition,pml,gemm")
+    parser.add_argument("--variants", default="ours,definition,pml,gemm,before (2 passes),after (Evaluation)")
     parser.add_argument("--quick", action="store_true", help="N = 3000, 2 rounds, print only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the markdown goes")
     args = parser.parse_args()
     if args.quick:
         args.n, args.rounds = 3000, 2
@@ -199,7 +250,7 @@ def main():
         "interleaving spreads that over all variants).\n\n"
     )
     if not args.quick:
-        RESULTS.write_text(header + "\n".join(sections))
+        args.out.write_text(header + "\n".join(sections))
 
 
 if __name__ == "__main__":

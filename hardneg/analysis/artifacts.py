@@ -52,7 +52,7 @@ def save_train_counts(run_dir: str | Path, epoch: int, counts: TripletCounts) ->
 def load_train_counts(run_dir: str | Path) -> list[tuple[int, TripletCounts]]:
     out = []
     for epoch, path in _epochs(run_dir, "train"):
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         state.pop("epoch")
         out.append((epoch, TripletCounts.from_state_dict(state)))
     return out
@@ -66,7 +66,7 @@ def save_test_eval(run_dir: str | Path, epoch: int, points, correct, geometry: d
 
 
 def load_test_evals(run_dir: str | Path) -> list[dict]:
-    return [torch.load(path, weights_only=False) for _, path in _epochs(run_dir, "test")]
+    return [torch.load(path, weights_only=True) for _, path in _epochs(run_dir, "test")]
 
 
 def save_embeddings(run_dir: str | Path, epoch: int, evaluation: dict, keep: str = "first_last") -> Path | None:
@@ -89,4 +89,4 @@ def save_embeddings(run_dir: str | Path, epoch: int, evaluation: dict, keep: str
 
 
 def load_embeddings(run_dir: str | Path) -> list[dict]:
-    return [torch.load(path, weights_only=False) for _, path in _epochs(run_dir, "embeddings")]
+    return [torch.load(path, weights_only=True) for _, path in _epochs(run_dir, "embeddings")]

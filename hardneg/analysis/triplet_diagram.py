@@ -90,9 +90,9 @@ def best_match_points(
     labels = labels.to(e.device)
     if is_query is not None:
         q = is_query.to(e.device).bool()
-        ranking = rank(e[q], labels[q], e[~q], labels[~q], k=0, chunk_size=chunk_size)
+        ranking = rank(e[q], labels[q], e[~q], labels[~q], k=0, rank_limit=1, chunk_size=chunk_size)
     else:
-        ranking = rank(e, labels, k=0, chunk_size=chunk_size)
+        ranking = rank(e, labels, k=0, rank_limit=1, chunk_size=chunk_size)
     points = torch.stack([ranking.best_positive, ranking.best_negative], dim=1)
     points = points[torch.isfinite(points).all(dim=1)]  # anchors with no positive (or no negative)
     return points.cpu(), (points[:, 0] > points[:, 1]).cpu()
