@@ -129,12 +129,14 @@ def _child(mode, task, variants, batch, dim, repeats, threads):
 def run(sizes, repeats, threads):
     rows = []
     for batch, dim in sizes:
+        # Sub-millisecond steps are noisy on a shared machine: more of them, at the same total cost.
+        steps = repeats * max(1, (512 // batch) ** 2)
         for task, variants in TASKS.items():
-            timing = _child("time", task, variants, batch, dim, repeats, threads)
+            timing = _child("time", task, variants, batch, dim, steps, threads)
             for variant in variants:  # ours / peer step by step (interleaved, so paired): the ratio's spread
-                steps = timing[variant].pop("cpu_steps_ms")
+                ours = timing[variant].pop("cpu_steps_ms")
                 timing[variant]["paired"] = {
-                    peer: _quantiles([a / b for a, b in zip(steps, timing[peer]["cpu_steps_ms"])])
+                    peer: _quantiles([a / b for a, b in zip(ours, timing[peer]["cpu_steps_ms"])])
                     for peer in variants if peer != variant and "cpu_steps_ms" in timing[peer]
                 } if variant == "ours" else {}
             for variant in variants:
@@ -190,7 +192,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, few repeats, no results file")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (default 1: CPU time is then a clean measure on a shared machine)")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="steps per variant at B=512 (x16 at B=128)")
     parser.add_argument("--child", nargs=7, metavar=("MODE", "TASK", "VARIANTS", "B", "D", "REPEATS", "THREADS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
