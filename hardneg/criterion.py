@@ -98,14 +98,10 @@ class Criterion(nn.Module):
             sim = anchors @ refs.T
         # The sparse path's matrix is private and gradient-free: the miner may use it as scratch.
         triplets = self.miner(sim, labels, ref_labels, self_index, inplace=not dense)
-        if dense:
-            s_ap, s_an = sim[triplets.anchor, triplets.positive], sim[triplets.anchor, triplets.negative]
-        else:
-            t = len(triplets)
-            rows = torch.cat([triplets.anchor, triplets.anchor])
-            cols = torch.cat([triplets.positive, triplets.negative])
-            picked = _fast.pick_similarities(sim, anchors, refs, rows, cols)
-            s_ap, s_an = picked[:t], picked[t:]
+        rows = torch.cat([triplets.anchor, triplets.anchor])
+        cols = torch.cat([triplets.positive, triplets.negative])
+        picked = sim[rows, cols] if dense else _fast.pick_similarities(sim, anchors, refs, rows, cols)
+        s_ap, s_an = picked.view(2, -1).unbind()
         if gather is not None:
             pooled = gather(torch.stack([s_ap, s_an], dim=1))  # [T_global, 2], in rank order
             s_ap, s_an = pooled[:, 0], pooled[:, 1]

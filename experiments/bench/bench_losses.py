@@ -15,8 +15,9 @@ as the paper's batches), L2-normalises them, mines, computes the loss and back-p
             it), or (margin) PML's own TripletMarginLoss(margin=0.2) with its default Euclidean
             distance on normalised embeddings, against ours with the same loss and reduction.
 Measurements run in fresh subprocesses, after two warm-up steps at full size.
-Time: the variants of a task run interleaved step by step in one process (a load that changes
-over the run slows them alike). Reported: CPU time of the process per step (time.process_time:
+Time: the variants of a task run interleaved in one process (a load that changes over the run
+slows them alike): step by step at B >= 512, in blocks of (512 / B)^2 steps below, without the
+first step of each block (after a switch a step pays for caches the other variant filled). Reported: CPU time of the process per step (time.process_time:
 user + system, so page faults count, and time spent waiting for a core that other jobs hold does
 not), median of --repeats steps, with --threads torch threads (default 1, which keeps CPU time a
 clean measure on a shared machine); the median wall time beside it.
@@ -83,13 +84,21 @@ def child(mode, task, variants, batch, dim, repeats, threads):
         return {"peak_mib": (_status_kib("VmHWM") - before) / 1024}
     cpu = {v: [] for v in steps}
     wall = {v: [] for v in steps}
-    for _ in range(repeats):
+    # Blocks of consecutive steps per variant, the blocks interleaved (A..A B..B A..A ...): the
+    # first step after switching variants pays for caches the other variant filled (measured
+    # +15-25 % at 128 x 64, landing on whichever variant comes second), so it is not counted.
+    block = max(1, (512 // batch) ** 2)
+    rounds = max(1, repeats // block)
+    for _ in range(rounds):
         for v, step in steps.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            step(x, labels).backward()
-            cpu[v].append(time.process_time() - c0)
-            wall[v].append(time.perf_counter() - w0)
-            x.grad = None
+            for i in range(block + (block > 1)):
+                c0, w0 = time.process_time(), time.perf_counter()
+                step(x, labels).backward()
+                c1, w1 = time.process_time(), time.perf_counter()
+                x.grad = None
+                if i or block == 1:
+                    cpu[v].append(c1 - c0)
+                    wall[v].append(w1 - w0)
     return {
         v: {
             "cpu_ms": 1000 * statistics.median(cpu[v]),
@@ -129,12 +138,14 @@ def _child(mode, task, variants, batch, dim, repeats, threads):
 def run(sizes, repeats, threads):
     rows = []
     for batch, dim in sizes:
+        # Sub-millisecond steps are noisy on a shared machine: more of them, at the same total cost.
+        steps = repeats * max(1, (512 // batch) ** 2)  # in blocks of (512 // batch) ** 2 (see child)
         for task, variants in TASKS.items():
-            timing = _child("time", task, variants, batch, dim, repeats, threads)
+            timing = _child("time", task, variants, batch, dim, steps, threads)
             for variant in variants:  # ours / peer step by step (interleaved, so paired): the ratio's spread
-                steps = timing[variant].pop("cpu_steps_ms")
+                ours = timing[variant].pop("cpu_steps_ms")
                 timing[variant]["paired"] = {
-                    peer: _quantiles([a / b for a, b in zip(steps, timing[peer]["cpu_steps_ms"])])
+                    peer: _quantiles([a / b for a, b in zip(ours, timing[peer]["cpu_steps_ms"])])
                     for peer in variants if peer != variant and "cpu_steps_ms" in timing[peer]
                 } if variant == "ours" else {}
             for variant in variants:
@@ -190,7 +201,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, few repeats, no results file")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (default 1: CPU time is then a clean measure on a shared machine)")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="steps per variant at B=512 (x16 at B=128)")
     parser.add_argument("--child", nargs=7, metavar=("MODE", "TASK", "VARIANTS", "B", "D", "REPEATS", "THREADS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
