@@ -74,15 +74,44 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         _report_error(err)
         sys.exit(2)
-    except Exception as err:  # Hydra's instantiate wraps our ValueErrors; unwrap the message
+    except Exception as err:
+        if type(err).__name__ == "RunInterrupted":  # signal -> last.ckpt written (callbacks/checkpoint.py)
+            sys.exit(_after_interruption(err, cfg))
         from hydra.errors import InstantiationException
 
-        if isinstance(err, InstantiationException):
+        if isinstance(err, InstantiationException):  # wraps our ValueErrors; print the message
             _report_error(err)
             sys.exit(2)
         raise
     # The returned value is what Hydra sweepers optimise.
     return result["final"].get(cfg.get("optimized_metric", "recall@1"))
+
+
+def _after_interruption(stop, cfg: DictConfig) -> int:
+    """Say how to continue; on a cluster's signal under SLURM, requeue the job. The exit code."""
+    import os
+    import signal
+    import subprocess
+
+    from hardneg.resume import continue_command
+
+    name = signal.Signals(stop.signum).name
+    saved = f"checkpoint written: {stop.checkpoint}" if stop.checkpoint else "no checkpoint could be written"
+    print(f"hardneg: {name} received; {saved}.\nContinue with:\n  {continue_command(resolve_run_dir(cfg))}",
+          file=sys.stderr)
+    if stop.signum == signal.SIGINT:
+        return 128 + stop.signum
+    previous = signal.getsignal(stop.signum)  # the callback put back whatever was there before it
+    if callable(previous):  # e.g. submitit's handler: it checkpoints its job and requeues it
+        previous(stop.signum, None)
+    elif os.environ.get("SLURM_JOB_ID"):
+        job = os.environ["SLURM_JOB_ID"]
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode == 0:
+            print(f"hardneg: requeued SLURM job {job}; it continues from the checkpoint", file=sys.stderr)
+        else:
+            print(f"hardneg: `scontrol requeue {job}` failed: {done.stderr.strip()}", file=sys.stderr)
+    return 128 + stop.signum
 
 
 if __name__ == "__main__":

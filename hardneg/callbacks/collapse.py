@@ -32,6 +32,14 @@ class CollapseDetector(L.Callback):
         self.history: dict[int, dict[str, float]] = {}  # epoch -> collapse stats
         self.fired_at: int | None = None
 
+    # Saved in checkpoints so that a resumed run keeps its patience count and its verdict.
+    def state_dict(self) -> dict:
+        return {"history": {int(e): dict(s) for e, s in self.history.items()}, "fired_at": self.fired_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = {int(e): dict(s) for e, s in state["history"].items()}
+        self.fired_at = state["fired_at"]
+
     def _above_since(self) -> int | None:
         """First epoch of the current run of trained evaluations above the threshold."""
         since = None

@@ -74,6 +74,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.recall_ks = tuple(recall_ks)
         self.splits: RetrievalSplits | None = None
         self.image_splits: RetrievalSplits | None = None  # set when splits hold features
+        self.resume_position: dict | None = None  # {"epoch", "batches_done"} from a checkpoint (hardneg.resume)
 
     # -- what subclasses provide -------------------------------------------------------
     def build_splits(self) -> RetrievalSplits:
@@ -117,6 +118,9 @@ class RetrievalDataModule(L.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
+        if self.resume_position is not None:  # set before Lightning first iterates the loader
+            batch_sampler.resume_at(**self.resume_position)
+            self.resume_position = None
         return DataLoader(
             self.splits.train, batch_sampler=batch_sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
