@@ -91,6 +91,10 @@ class Run:
         except NonFiniteLossError as err:
             self._save_results("stopped", reason=str(err))
             raise
+        finally:
+            for callback in trainer.callbacks:
+                if isinstance(callback, ResumableCheckpoint):
+                    callback.restore_signal_handlers()
         if not module.eval_history or module.eval_history[-1][0] != trainer.current_epoch:
             trainer.validate(module, datamodule=dm, verbose=False)
         result = self._save_results("stopped" if trainer.should_stop else "completed")
@@ -169,7 +173,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
     trainer = instantiate(
         cfg.trainer,
-        logger=build_logger(cfg.logger, run_dir, cfg) or False,
+        logger=build_logger(cfg.logger, run_dir, cfg, resumed.get("global_step")) or False,
         callbacks=build_callbacks(cfg, run_dir),
         default_root_dir=str(run_dir),
         # The class-balanced batch sampler shards by whole classes itself (data/samplers.py).

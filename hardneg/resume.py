@@ -22,10 +22,11 @@ from hardneg.errors import ConfigError
 
 CHECKPOINT_KEY = "hardneg"  # our part of a Lightning checkpoint
 # Keys that may differ between a run and its continuation: where things are written, how
-# they are shown, how long to train, and how fast (neither changes the numbers).
+# they are shown (callbacks other than the collapse detector only observe), how long to
+# train, and how fast (neither changes the numbers).
+RESULT_CHANGING = ("callbacks.collapse",)
 RESULT_NEUTRAL = (
-    "resume", "paths", "logger", "hydra", "optimized_metric",
-    "callbacks.progress_bar", "callbacks.checkpoint", "callbacks.triplet_space", "callbacks.retrieval_examples",
+    "resume", "paths", "logger", "hydra", "optimized_metric", "callbacks",
     "trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "data.num_workers", "data.eval_batch_size", "eval.backend",
 )
@@ -69,8 +70,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in prefixes)
+
+
 def _neutral(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL)
+    return _under(key, RESULT_NEUTRAL) and not _under(key, RESULT_CHANGING)
 
 
 def config_differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:

@@ -101,7 +101,7 @@ def _after_interruption(stop, cfg: DictConfig) -> int:
           file=sys.stderr)
     if stop.signum == signal.SIGINT:
         return 128 + stop.signum
-    previous = signal.getsignal(stop.signum)  # the callback put back whatever was there before it
+    previous = stop.previous_handler
     if callable(previous):  # e.g. submitit's handler: it checkpoints its job and requeues it
         previous(stop.signum, None)
     elif os.environ.get("SLURM_JOB_ID"):

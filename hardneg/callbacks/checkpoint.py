@@ -36,8 +36,9 @@ CLUSTER_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 class RunInterrupted(Exception):
     """Training was stopped by a signal after ``last.ckpt`` was written; it can be resumed."""
 
-    def __init__(self, signum: int, checkpoint: Path | None):
+    def __init__(self, signum: int, checkpoint: Path | None, previous_handler=None):
         self.signum, self.checkpoint = signum, checkpoint
+        self.previous_handler = previous_handler  # what handled the signal before the run (e.g. submitit)
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
@@ -54,6 +55,7 @@ class ResumableCheckpoint(L.Callback):
         self._pending_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._rng_after_start: dict | None = None
+        self._logging_step: int | None = None
 
     @staticmethod
     def path(run_dir: Path) -> Path:
@@ -73,7 +75,7 @@ class ResumableCheckpoint(L.Callback):
             return None
         path = self.path(trainer.default_root_dir)
         tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimiser, callbacks, loops
         if trainer.is_global_zero:
             os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half of one
         trainer.strategy.barrier("hardneg_checkpoint")
@@ -99,7 +101,7 @@ class ResumableCheckpoint(L.Callback):
         signum = self._signal_on_any_rank(trainer, pl_module) if self.save_on_signal else None
         if signum is not None:
             self._pending_signal = None
-            raise RunInterrupted(signum, self.save(trainer, pl_module))
+            raise RunInterrupted(signum, self.save(trainer, pl_module), self._previous_handlers.get(signum))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # After an epoch's last batch the epoch's evaluation still has to run: a checkpoint
@@ -133,11 +135,20 @@ class ResumableCheckpoint(L.Callback):
             # uninterrupted run drew that seed before the checkpoint, not after it.
             self._rng_after_start = state["rng"] if position and position["batches_done"] else None
         self._saved_step = checkpoint.get("global_step")
+        self._logging_step = checkpoint.get("global_step")
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         if self._rng_after_start is not None:
             resume.set_rng_state(self._rng_after_start)
             self._rng_after_start = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._logging_step is not None:
+            # Lightning guesses the logging step on restart (+1 for a checkpoint written at a
+            # batch end, which is wrong for one written at an epoch end); the CSV/W&B step axis
+            # must continue exactly: it counts optimiser steps, as global_step does.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._logging_step
+            self._logging_step = None
 
     # -- signals ----------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
@@ -157,16 +168,11 @@ class ResumableCheckpoint(L.Callback):
             signal.Signals(signum).name, CHECKPOINT_DIR + "/" + LAST,
         )
 
-    def previous_handler(self, signum: int):
-        """The handler installed before this callback's (e.g. submitit's requeue), or None."""
-        return self._previous_handlers.get(signum)
-
     def restore_signal_handlers(self) -> None:
+        """Put back the handlers from before ``fit``. Called by ``Run`` after ``fit`` returns:
+        Lightning's own teardown re-installs the handlers it found when fit started (ours)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.restore_signal_handlers()
-
-    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        self.restore_signal_handlers()
+        self._previous_handlers = {}
