@@ -71,7 +71,7 @@ class SignalAt(L.Callback):
             signal.raise_signal(self.signum)
 
 
-@pytest.mark.parametrize("stop_step", [4, 6], ids=["at_epoch_end", "mid_epoch"])
+@pytest.mark.parametrize("stop_step", [pytest.param(4, marks=pytest.mark.slow), 6], ids=["at_epoch_end", "mid_epoch"])
 def test_interrupted_then_resumed_run_equals_uninterrupted(make_cfg, tmp_path, one_thread, stop_step):
     whole = train(make_cfg([*SHORT, f"paths.output_dir={tmp_path / 'whole'}"]))
     cfg = make_cfg([*SHORT, f"paths.output_dir={tmp_path / 'split'}"])
@@ -94,6 +94,7 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(make_cfg, tmp_path, o
     assert csv_rows(tmp_path / "split") == csv_rows(tmp_path / "whole")  # one log, nothing twice
 
 
+@pytest.mark.slow
 def test_sampler_position_matters_for_a_mid_epoch_resume(make_cfg, tmp_path, one_thread, monkeypatch):
     """The check above is sharp: a loader that restarts its epoch breaks equality."""
     from hardneg.data.samplers import ClassBalancedBatchSampler
@@ -123,13 +124,21 @@ def test_resume_refuses_a_config_that_changes_the_result(make_cfg, tmp_path):
     assert [e for e, _ in more["history"]] == [0, 2] and len(more["resumes"]) == 1
 
 
-def test_resume_never_starts_afresh_and_a_bad_path_is_named(make_cfg, tmp_path):
+def test_a_bad_resume_value_is_named_before_any_work(make_cfg, tmp_path):
+    for value in ("nowhere.ckpt", "sometimes"):
+        with pytest.raises(ConfigError, match=f"resume='{value}'.*auto, never or the path"):
+            build_run(make_cfg([f"paths.output_dir={tmp_path}", f"resume={value}"]), tmp_path)
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read checkpoint .*broken.ckpt.*resume=never"):
+        build_run(make_cfg([f"paths.output_dir={tmp_path}", f"resume={tmp_path / 'broken.ckpt'}"]), tmp_path)
+
+
+@pytest.mark.slow
+def test_resume_never_starts_afresh_and_a_path_resumes_elsewhere(make_cfg, tmp_path):
     cfg = make_cfg([f"paths.output_dir={tmp_path}"])
     first = train(cfg)
     again = train(make_cfg([f"paths.output_dir={tmp_path}", "resume=never"]))
     assert again["resumes"] == [] and again["history"] == first["history"]  # same seed, same numbers
-    with pytest.raises(ConfigError, match="resume='nowhere.ckpt'.*auto, never or the path"):
-        build_run(make_cfg([f"paths.output_dir={tmp_path}", "resume=nowhere.ckpt"]), tmp_path)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     other = tmp_path / "elsewhere"
     resumed = train(make_cfg([f"paths.output_dir={other}", f"resume={ckpt}"]))
@@ -163,9 +172,9 @@ def start_paused(out: Path, step: int, env: dict | None = None) -> subprocess.Po
     return proc
 
 
-def test_cli_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(tmp_path):
-    whole = subprocess.run(cli(tmp_path / "whole"), cwd=tmp_path, env=cli_env(), capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+def test_cli_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(make_cfg, tmp_path, one_thread):
+    # The uninterrupted run in this process (one thread, as the CLI's OMP_NUM_THREADS=1) saves a start-up.
+    train(make_cfg([*SHORT, f"paths.output_dir={tmp_path / 'whole'}", f"paths.cache_dir={tmp_path / 'cache'}"]))
     proc = start_paused(tmp_path / "split", step=7)  # last checkpoint: step 6, epoch 1's 2nd of 4 batches
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
@@ -180,6 +189,7 @@ def test_cli_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(tmp_path):
     assert csv_rows(tmp_path / "split") == csv_rows(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_cli_sigint_saves_and_says_how_to_continue(tmp_path):
     proc = start_paused(tmp_path / "run", step=6)
     proc.send_signal(signal.SIGINT)

@@ -56,6 +56,7 @@ class ResumableCheckpoint(L.Callback):
         self._previous_handlers: dict[int, Any] = {}
         self._rng_after_start: dict | None = None
         self._logging_step: int | None = None
+        self._interrupted: RunInterrupted | None = None  # saved on a signal, raised at the next batch
 
     @staticmethod
     def path(run_dir: Path) -> Path:
@@ -97,25 +98,36 @@ class ResumableCheckpoint(L.Callback):
             signum = int(trainer.strategy.reduce(flag, reduce_op="max"))
         return signum or None
 
-    def _stop_if_signalled(self, trainer: L.Trainer, pl_module) -> None:
+    def _save_if_signalled(self, trainer: L.Trainer, pl_module) -> RunInterrupted | None:
         signum = self._signal_on_any_rank(trainer, pl_module) if self.save_on_signal else None
-        if signum is not None:
-            self._pending_signal = None
-            raise RunInterrupted(signum, self.save(trainer, pl_module), self._previous_handlers.get(signum))
+        if signum is None:
+            return None
+        self._pending_signal = None
+        return RunInterrupted(signum, self.save(trainer, pl_module), self._previous_handlers.get(signum))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._continue_logging_steps(trainer)
+        if self._interrupted is not None:  # raised here, once Lightning has logged the saved step
+            stop, self._interrupted = self._interrupted, None
+            raise stop
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # After an epoch's last batch the epoch's evaluation still has to run: a checkpoint
         # written here would resume into the next epoch without it. on_train_epoch_end saves.
         if batch_idx + 1 >= trainer.num_training_batches:
             return
-        self._stop_if_signalled(trainer, pl_module)
+        self._interrupted = self._save_if_signalled(trainer, pl_module)
+        if self._interrupted is not None:
+            return
         n = self.every_n_train_steps
         if n and trainer.global_step > 0 and trainer.global_step % n == 0:
             self.save(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         # Lightning evaluates at an epoch's end before this hook: the checkpoint includes it.
-        self._stop_if_signalled(trainer, pl_module)
+        stop = self._save_if_signalled(trainer, pl_module)
+        if stop is not None:
+            raise stop
         self.save(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -142,7 +154,7 @@ class ResumableCheckpoint(L.Callback):
             resume.set_rng_state(self._rng_after_start)
             self._rng_after_start = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+    def _continue_logging_steps(self, trainer: L.Trainer) -> None:
         if self._logging_step is not None:
             # Lightning guesses the logging step on restart (+1 for a checkpoint written at a
             # batch end, which is wrong for one written at an epoch end); the CSV/W&B step axis
