@@ -6,6 +6,7 @@ import logging
 import netrc
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -67,7 +68,10 @@ def continued_csv_logger(run_dir: Path, resume_step: int | None):
         @property
         def experiment(self):
             first = self._experiment is None
-            writer = CSVLogger.experiment.fget(self)  # rank 0's writer, a no-op object elsewhere
+            with warnings.catch_warnings():
+                if fields:  # "previous log files will be deleted": not so, they are put back below
+                    warnings.filterwarnings("ignore", message=".*Previous log files in this directory")
+                writer = CSVLogger.experiment.fget(self)  # rank 0's writer, a no-op object elsewhere
             if first and fields and self._experiment is not None:
                 with open(writer.metrics_file_path, "w", newline="") as file:
                     out = csv.DictWriter(file, fieldnames=fields)

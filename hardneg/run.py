@@ -41,6 +41,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # A frozen backbone is in eval mode on purpose (models/embedding.py).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # The class-balanced sampler resumes mid-epoch itself (hardneg.resume, data/samplers.py).
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     # test/* metrics are computed on the gathered embeddings: already global, no sync needed.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
