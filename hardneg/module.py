@@ -18,7 +18,7 @@ from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.metrics import RetrievalMetric
 from hardneg.models import EmbeddingNet
-from hardneg.nonfinite import NonFiniteGuard, NonFiniteLossError, gradient_norm, nonfinite_parameters
+from hardneg.nonfinite import NonFiniteGuard, NonFiniteLossError, broken_weights, gradient_norm
 
 __all__ = ["MetricLearningModule", "NonFiniteLossError"]
 
@@ -98,7 +98,7 @@ class MetricLearningModule(L.LightningModule):
         loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
         # A pooled loss is the same number on every rank, so the ranks agree without asking.
         if not self._loss_is_finite(loss, same_on_all_ranks=gather is not None):
-            return self._handle_nonfinite(loss, stats)
+            return self._handle_nonfinite(loss, stats, x, embeddings)
         self._finite_batches_since_step += 1
         self.last_train_stats = stats
         batch_size = len(labels)
@@ -121,10 +121,14 @@ class MetricLearningModule(L.LightningModule):
     def _where(self) -> str:
         return f"epoch {self.current_epoch}, step {self.global_step}"
 
-    def _handle_nonfinite(self, loss: Tensor, stats: dict[str, Tensor]):
+    def _handle_nonfinite(self, loss: Tensor, stats: dict[str, Tensor], x: Tensor, embeddings: Tensor):
         detail = f"loss={loss.item()}, hn_ratio={float(stats.get('hn_ratio', float('nan'))):.3f}"
-        # Only on a bad step (a pass over the weights): NaN weights make every later step bad.
-        self.guard.step_bad("loss", self._where(), detail, nonfinite_parameters(self.named_parameters()))
+        broken = broken_weights(self, x, embeddings.detach())
+        if self._world_size() > 1:  # every rank must stop together, or the others wait forever
+            flag = torch.tensor(float(broken is not None), device=loss.device)
+            if self.trainer.strategy.reduce(flag, reduce_op="max") and broken is None:
+                broken = "another process found them NaN/inf or overflowing"
+        self.guard.step_bad("loss", self._where(), detail, broken)
         self.log("train/skipped_steps", float(self.skipped_steps))
         # Returning None would skip backward, but Lightning refuses it under DDP (every rank
         # must run backward for the gradient all-reduce). An exact zero that reaches every

@@ -37,6 +37,21 @@ def nonfinite_parameters(parameters: Iterable[tuple[str, torch.nn.Parameter]]) -
     return [name for name, p in parameters if not torch.isfinite(p).all()]
 
 
+def broken_weights(module: torch.nn.Module, inputs: Tensor, outputs: Tensor) -> str | None:
+    """Why the weights cannot produce a finite step any more, or None.
+
+    Asked only after a non-finite loss (one pass over the weights): NaN/inf weights, or finite
+    weights so large that finite inputs give a NaN/inf output (e.g. ``lr=1e38``: ~1e37).
+    """
+    bad = nonfinite_parameters(module.named_parameters())
+    if bad:
+        return f"{len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]})"
+    if torch.isfinite(inputs).all() and not torch.isfinite(outputs).all():
+        largest = max(float(p.detach().abs().max()) for p in module.parameters() if p.numel())
+        return f"the network's output is NaN/inf for finite inputs (largest |weight| {largest:.3g})"
+    return None
+
+
 class NonFiniteGuard:
     """Counts skipped steps and decides when to stop; its counters go into checkpoints."""
 
@@ -52,17 +67,20 @@ class NonFiniteGuard:
     def step_ok(self) -> None:
         self.consecutive = 0
 
-    def step_bad(self, what: str, where: str, detail: str = "", bad_weights: list[str] | None = None) -> None:
-        """Count one skipped step; raise NonFiniteLossError when the policy says stop."""
+    def step_bad(self, what: str, where: str, detail: str = "", broken: str | None = None) -> None:
+        """Count one skipped step; raise NonFiniteLossError when the policy says stop.
+
+        ``broken``: why the weights themselves are unusable (see ``broken_weights``), if they are.
+        """
         self.skipped_steps += 1
         self.consecutive += 1
         detail = f" ({detail})" if detail else ""
         head = f"non-finite {what} at {where}{detail}; {self.skipped_steps} step(s) skipped so far."
-        if bad_weights:
+        if broken:
             raise NonFiniteLossError(
-                f"{head} The weights themselves are NaN/inf ({len(bad_weights)} tensor(s), first: "
-                f"{bad_weights[0]}): an earlier step with a finite loss moved them too far, so skipping steps "
-                "cannot help. Lower optim.optimizer.lr (or check the input data) and start again."
+                f"{head} The weights themselves are unusable: {broken}. An earlier step with a finite loss "
+                "moved them too far, so skipping steps cannot help. Lower optim.optimizer.lr and start again "
+                "(resume=never)."
             )
         if self.policy == "stop":
             raise NonFiniteLossError(f"{head} {CAUSES} Set nonfinite=skip to skip such steps instead of stopping.")
