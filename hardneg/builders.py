@@ -95,9 +95,10 @@ class Run:
             for callback in trainer.callbacks:
                 if isinstance(callback, ResumableCheckpoint):
                     callback.restore_signal_handlers()
+        stopped_early = trainer.should_stop and trainer.current_epoch < trainer.max_epochs  # e.g. collapse
         if not module.eval_history or module.eval_history[-1][0] != trainer.current_epoch:
             trainer.validate(module, datamodule=dm, verbose=False)
-        result = self._save_results("stopped" if trainer.should_stop else "completed")
+        result = self._save_results("stopped" if stopped_early else "completed")
         if trainer.is_global_zero:
             print_results(result, self.cfg)
         return result

@@ -222,3 +222,32 @@ def test_slurm_signal_saves_and_requeues_through_scontrol(tmp_path):
     assert results(tmp_path / "run")["status"] == "interrupted"
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
     assert ckpt["global_step"] == 5
+
+
+# -- logs and commands ------------------------------------------------------------------------
+def test_wandb_keeps_its_run_id_only_when_resuming(tmp_path):
+    from hardneg.loggers import wandb_run_id
+
+    first = wandb_run_id(tmp_path, resuming=False)
+    assert wandb_run_id(tmp_path, resuming=True) == first
+    fresh = wandb_run_id(tmp_path, resuming=False)  # resume=never in the same directory: a new W&B run
+    assert fresh != first and wandb_run_id(tmp_path, resuming=True) == fresh
+
+
+def test_csv_rows_after_the_checkpoint_are_dropped(tmp_path):
+    from hardneg.loggers import csv_rows_before
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train/loss\n0,0,1.0\n0,1,0.9\n0,2,0.8\n1,3,0.7\n")
+    fields, rows = csv_rows_before(path, resume_step=2)
+    assert fields == ["epoch", "step", "train/loss"] and [r["step"] for r in rows] == ["0", "1"]
+    assert csv_rows_before(tmp_path / "missing.csv", 2) == ([], [])
+
+
+def test_continue_command_points_at_the_run_directory(monkeypatch, tmp_path):
+    from hardneg.resume import continue_command
+
+    monkeypatch.setattr(sys, "argv", ["run.py", "loss=nca", "resume=never", "seed=1"])
+    assert continue_command(tmp_path) == f"python -m hardneg.run loss=nca seed=1 hydra.run.dir={tmp_path}"
+    monkeypatch.setattr(sys, "argv", ["run.py", f"paths.output_dir={tmp_path}"])
+    assert continue_command(tmp_path / "ignored") == f"python -m hardneg.run paths.output_dir={tmp_path}"
