@@ -251,3 +251,26 @@ def test_continue_command_points_at_the_run_directory(monkeypatch, tmp_path):
     assert continue_command(tmp_path) == f"python -m hardneg.run loss=nca seed=1 hydra.run.dir={tmp_path}"
     monkeypatch.setattr(sys, "argv", ["run.py", f"paths.output_dir={tmp_path}"])
     assert continue_command(tmp_path / "ignored") == f"python -m hardneg.run paths.output_dir={tmp_path}"
+
+
+@pytest.mark.slow
+def test_analysis_files_and_histories_continue_across_a_resume(make_cfg, tmp_path, one_thread):
+    """The triplet-space callback keeps the epochs before the checkpoint and its running histogram."""
+    overrides = [o for o in SHORT if not o.startswith("callbacks.triplet_space")]
+    whole = make_cfg([*overrides, f"paths.output_dir={tmp_path / 'whole'}"])
+    train(whole)
+    cfg = make_cfg([*overrides, f"paths.output_dir={tmp_path / 'split'}"])
+    run = build_run(cfg, resolve_run_dir(cfg))
+    run.trainer.callbacks.insert(0, SignalAt(6))
+    with pytest.raises(RunInterrupted):
+        run.execute()
+    train(cfg)
+    names = lambda d: sorted(p.name for p in (d / "analysis").glob("*.pt"))  # noqa: E731
+    assert names(tmp_path / "split") == names(tmp_path / "whole")
+    for name in ("train_epoch_002.pt", "test_epoch_001.pt"):  # epoch 2 straddles the interruption
+        a = torch.load(tmp_path / "whole" / "analysis" / name, weights_only=False)
+        b = torch.load(tmp_path / "split" / "analysis" / name, weights_only=False)
+        assert a.keys() == b.keys()
+        for key in a:
+            same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+            assert same, f"{name}: {key} differs"
