@@ -274,3 +274,29 @@ def test_analysis_files_and_histories_continue_across_a_resume(make_cfg, tmp_pat
         for key in a:
             same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
             assert same, f"{name}: {key} differs"
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """DDP on CPU: the whole process group is killed (SIGKILL) mid-epoch and resumed."""
+    ddp = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    env = {k: v for k, v in cli_env().items() if not k.startswith(("SLURM_", "LOCAL_RANK", "RANK", "WORLD_SIZE"))}
+    whole = subprocess.run(cli(tmp_path / "whole", *ddp), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    marker = tmp_path / "split.paused"
+    pause = f"+callbacks.pause={{_target_:tests.resume_helpers.PauseAt,step:7,marker:'{marker}'}}"
+    proc = subprocess.Popen(cli(tmp_path / "split", *ddp, pause), cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the DDP run never reached step 7"
+        time.sleep(0.1)
+    time.sleep(0.5)  # both ranks are held at step 7 (the marker is touched by each)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(cli(tmp_path / "split", *ddp), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = results(tmp_path / "whole"), results(tmp_path / "split")
+    assert b["resumes"][0]["global_step"] == 6 and b["history"] == a["history"]
+    assert_same_weights(tmp_path / "whole", tmp_path / "split")
