@@ -53,8 +53,11 @@ def quiet_libraries() -> None:
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; return the metrics before and after training.
 
-    Returns ``{"initial": {...}, "final": {...}, "history": [(epoch, {...})], "run_dir": str,
-    "skipped_steps": int, "train": {...last step's stats}}``.
+    Returns ``{"status": "completed"|"stopped", "initial": {...}, "final": {...}, "history":
+    [(epoch, {...})], "run_dir": str, "skipped_steps": int, "resumes": [...], "summary": {...},
+    "train": {...last step's stats}}``. With ``resume=auto`` (default) a run directory holding
+    ``checkpoints/last.ckpt`` is continued from it (hardneg/resume.py); a signal stops the run
+    with ``RunInterrupted`` after writing that checkpoint (hardneg/callbacks/checkpoint.py).
     """
     from hardneg.builders import build_run  # heavy imports (torch, lightning) only when training
 
