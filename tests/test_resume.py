@@ -118,6 +118,11 @@ def test_resume_refuses_a_config_that_changes_the_result(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"(?s)loss.tau: checkpoint 0.1, now 0.3.*optim.optimizer.lr: checkpoint 0.2, now 0.1"):
         build_run(make_cfg([f"paths.output_dir={tmp_path}", "optim.optimizer.lr=0.1", "loss.tau=0.3"]), tmp_path)
     assert time.monotonic() - start < 5  # before any data is read
+
+
+@pytest.mark.slow
+def test_resume_accepts_keys_that_do_not_change_the_result(make_cfg, tmp_path):
+    train(make_cfg([f"paths.output_dir={tmp_path}"]))
     # Longer training, another logger or progress display: the same run, continued (evaluated
     # at its end only, as a 2-epoch run with check_val_every_n_epoch=10 is).
     more = train(make_cfg([f"paths.output_dir={tmp_path}", "trainer.max_epochs=2", "logger=csv"]))
