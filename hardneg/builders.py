@@ -83,7 +83,17 @@ class Run:
         if self.cfg.eval.at_start and self.ckpt_path is None:  # a resumed run has it in its history
             trainer.validate(module, datamodule=dm, verbose=False)
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=self.ckpt_path, weights_only=True)
+            try:
+                trainer.fit(module, datamodule=dm, ckpt_path=self.ckpt_path, weights_only=True)
+            except SystemExit:
+                # Under DDP Lightning stops every rank on SIGTERM itself (SIGTERMException) at the
+                # next batch, which can come before the checkpoint callback raises its own stop:
+                # the checkpoint is written by then, so it is the same interruption.
+                stop = next((c.interrupted for c in trainer.callbacks if isinstance(c, ResumableCheckpoint)
+                             and c.interrupted is not None), None)
+                if stop is None:
+                    raise
+                raise stop from None
         except RunInterrupted as stop:
             self._save_results("interrupted", signal=signal.Signals(stop.signum).name, checkpoint=str(stop.checkpoint),
                                continue_with=resume.continue_command(self.run_dir))

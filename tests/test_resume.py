@@ -305,3 +305,29 @@ def test_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
     a, b = results(tmp_path / "whole"), results(tmp_path / "split")
     assert b["resumes"][0]["global_step"] == 6 and b["history"] == a["history"]
     assert_same_weights(tmp_path / "whole", tmp_path / "split")
+
+
+class LightningStopsOnSigterm(L.Callback):
+    """What Lightning does under DDP after SIGTERM: SIGTERMException at the next batch start."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException()
+
+
+def test_lightnings_own_sigterm_stop_is_recorded_as_the_interruption(make_cfg, tmp_path):
+    cfg = make_cfg(["trainer.limit_train_batches=4", "callbacks.triplet_space=null",
+                    "callbacks.retrieval_examples=null", f"paths.output_dir={tmp_path}"])
+    run = build_run(cfg, resolve_run_dir(cfg))
+    run.trainer.callbacks[:0] = [SignalAt(2, signal.SIGTERM), LightningStopsOnSigterm(2)]
+    with pytest.raises(RunInterrupted) as stop:
+        run.execute()
+    assert stop.value.signum == signal.SIGTERM
+    saved = results(tmp_path)
+    assert saved["status"] == "interrupted" and saved["signal"] == "SIGTERM"
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)["global_step"] == 2

@@ -105,6 +105,11 @@ class ResumableCheckpoint(L.Callback):
         self._pending_signal = None
         return RunInterrupted(signum, self.save(trainer, pl_module), self._previous_handlers.get(signum))
 
+    @property
+    def interrupted(self) -> RunInterrupted | None:
+        """A stop that was saved for but not raised yet (see Run.execute)."""
+        return self._interrupted
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         self._continue_logging_steps(trainer)
         if self._interrupted is not None:  # raised here, once Lightning has logged the saved step
