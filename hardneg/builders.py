@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -15,13 +16,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hardneg import distributed
+from hardneg import distributed, resume
+from hardneg.callbacks.checkpoint import ResumableCheckpoint, RunInterrupted
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
 from hardneg.loggers import build_logger
 from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
-from hardneg.module import MetricLearningModule
+from hardneg.module import MetricLearningModule, NonFiniteLossError
 from hardneg.report import print_results
 from hardneg.validate import validate_data
 
@@ -52,8 +54,12 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     for spec in (cfg.get("callbacks") or {}).values():
         if spec is not None:  # callbacks.<name>=null disables one
             callbacks.append(instantiate(spec))
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
-    return callbacks + [ckpt]
+    # The checkpoint writer runs after the others at epoch end, so it saves their updated state.
+    callbacks.sort(key=lambda c: isinstance(c, ResumableCheckpoint))
+    for callback in callbacks:
+        if isinstance(callback, ResumableCheckpoint):
+            callback.run_config = OmegaConf.to_container(cfg, resolve=True)  # checked on resume
+    return callbacks
 
 
 @dataclass
@@ -63,6 +69,8 @@ class Run:
     datamodule: L.LightningDataModule
     module: MetricLearningModule
     trainer: L.Trainer
+    ckpt_path: Path | None = None  # the checkpoint this run continues from (hardneg.resume)
+    resumed: dict = field(default_factory=dict)  # that checkpoint's step and epoch
 
     def execute(self) -> dict:
         """Evaluate at epoch 0, train, evaluate at the end; print and save the results."""
@@ -73,24 +81,65 @@ class Run:
 
     def _execute(self) -> dict:
         trainer, module, dm = self.trainer, self.module, self.datamodule
-        if self.cfg.eval.at_start:
+        if self.cfg.eval.at_start and self.ckpt_path is None:  # a resumed run has it in its history
             trainer.validate(module, datamodule=dm, verbose=False)
-        trainer.fit(module, datamodule=dm)
+        try:
+            try:
+                trainer.fit(module, datamodule=dm, ckpt_path=self.ckpt_path, weights_only=True)
+            except SystemExit:
+                # Under DDP Lightning stops every rank on SIGTERM itself (SIGTERMException) at the
+                # next batch, which can come before the checkpoint callback raises its own stop:
+                # the checkpoint is written by then, so it is the same interruption.
+                stop = next((c.interrupted for c in trainer.callbacks if isinstance(c, ResumableCheckpoint)
+                             and c.interrupted is not None), None)
+                if stop is None:
+                    raise
+                raise stop from None
+        except RunInterrupted as stop:
+            self._save_results("interrupted", signal=signal.Signals(stop.signum).name, checkpoint=str(stop.checkpoint),
+                               continue_with=resume.continue_command(self.run_dir))
+            raise
+        except NonFiniteLossError as err:
+            self._save_results("stopped", reason=str(err))
+            raise
+        finally:
+            for callback in trainer.callbacks:
+                if isinstance(callback, ResumableCheckpoint):
+                    callback.restore_signal_handlers()
+        stopped_early = trainer.should_stop and trainer.current_epoch < trainer.max_epochs  # e.g. collapse
         if not module.eval_history or module.eval_history[-1][0] != trainer.current_epoch:
             trainer.validate(module, datamodule=dm, verbose=False)
+        result = self._save_results("stopped" if stopped_early else "completed")
+        if trainer.is_global_zero:
+            print_results(result, self.cfg)
+        return result
+
+    def _save_results(self, status: str, **extra) -> dict:
+        """results.json: one history across resumes, and how the run ended (completed, stopped,
+        interrupted: then with the command that continues it)."""
+        module, path = self.module, self.run_dir / "results.json"
         history = module.eval_history
+        resumes = []
+        if self.ckpt_path is not None:
+            if path.exists():
+                resumes = json.loads(path.read_text()).get("resumes", [])
+            resumes = [*resumes, {"checkpoint": str(self.ckpt_path), **self.resumed}]
         result = {
-            "initial": history[0][1] if self.cfg.eval.at_start else {},
-            "final": history[-1][1],
+            "status": status,
+            **extra,
+            "initial": history[0][1] if history and history[0][0] == 0 else {},
+            "final": history[-1][1] if history else {},
             "history": [[epoch, metrics] for epoch, metrics in history],
             "run_dir": str(self.run_dir),
             "skipped_steps": module.skipped_steps,
+            "resumes": resumes,
             "summary": module.summary,
             "train": {k: float(v) for k, v in module.last_train_stats.items() if v.dim() == 0},
         }
-        if trainer.is_global_zero:
-            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2))
-            print_results(result, self.cfg)
+        if self.trainer.is_global_zero:
+            tmp = path.with_name(".results.json.tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(path)
         return result
 
 
@@ -103,6 +152,14 @@ def finish_loggers(trainer: L.Trainer) -> None:
 
 
 def build_run(cfg: DictConfig, run_dir: Path) -> Run:
+    # Before any data is read: a checkpoint that cannot be continued fails in seconds.
+    ckpt_path = resume.checkpoint_to_resume(cfg, run_dir)
+    resumed = {}
+    if ckpt_path is not None:
+        state = resume.load_saved_state(ckpt_path)
+        resume.check_config(cfg, ckpt_path, state)
+        resumed = {"global_step": int(state["global_step"]), "epoch": int(state["epoch"])}
+        log.info("resuming from %s (epoch %d, step %d)", ckpt_path, resumed["epoch"], resumed["global_step"])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -121,6 +178,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         recall_ks=tuple(datamodule.recall_ks),
         query_gallery=datamodule.protocol == "query_gallery",
         nonfinite=cfg.nonfinite,
+        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
         eval_nonfinite=cfg.eval.get("nonfinite", "error"),
@@ -130,12 +188,24 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
     trainer = instantiate(
         cfg.trainer,
-        logger=build_logger(cfg.logger, run_dir, cfg) or False,
+        logger=build_logger(cfg.logger, run_dir, cfg, resumed.get("global_step")) or False,
         callbacks=build_callbacks(cfg, run_dir),
         default_root_dir=str(run_dir),
         # The class-balanced batch sampler shards by whole classes itself (data/samplers.py).
         use_distributed_sampler=False,
         sync_batchnorm=cfg.model.batchnorm == "sync",
+        # last.ckpt comes from callbacks.checkpoint (ResumableCheckpoint), not Lightning's default.
+        enable_checkpointing=False,
+        **slurm_plugins(),
     )
     distributed.return_state_to_launcher(trainer)  # ddp_spawn: evaluations come back to this process
-    return Run(cfg, run_dir, datamodule, module, trainer)
+    module.resumed_from = str(ckpt_path) if ckpt_path is not None else None
+    return Run(cfg, run_dir, datamodule, module, trainer, ckpt_path, resumed)
+
+
+def slurm_plugins() -> dict:
+    """Under SLURM, Lightning's own requeue handler would write a second, differently named
+    checkpoint on SIGUSR1; callbacks.checkpoint saves last.ckpt and requeues instead (run.py)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}

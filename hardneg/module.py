@@ -23,12 +23,9 @@ from hardneg.evaluation import NONFINITE_POLICIES as EVAL_NONFINITE_POLICIES
 from hardneg.evaluation import EmbeddingBuffer, Evaluation, evaluate_embeddings
 from hardneg.metrics.knn import check_backend
 from hardneg.models import EmbeddingNet
+from hardneg.nonfinite import NonFiniteGuard, NonFiniteLossError, broken_weights, gradient_norm
 
-NONFINITE_POLICIES = ("skip", "stop")
-
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN or inf and the run was configured (or forced) to stop."""
+__all__ = ["MetricLearningModule", "NonFiniteLossError"]
 
 
 class MetricLearningModule(L.LightningModule):
@@ -48,11 +45,9 @@ class MetricLearningModule(L.LightningModule):
         eval_nmi: bool = False,
     ):
         super().__init__()
-        if nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"nonfinite={nonfinite!r} is unknown; choose one of {list(NONFINITE_POLICIES)}")
+        self.guard = NonFiniteGuard(nonfinite, max_consecutive_nonfinite)  # skip/stop policy and its counters
         self.net, self.criterion = net, criterion
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.nonfinite, self.max_consecutive_nonfinite = nonfinite, max_consecutive_nonfinite
         self.inputs_are_features = inputs_are_features
         check_backend(eval_backend)
         if eval_nonfinite not in EVAL_NONFINITE_POLICIES:
@@ -60,13 +55,12 @@ class MetricLearningModule(L.LightningModule):
         self.recall_ks, self.query_gallery, self.eval_nonfinite = tuple(recall_ks), query_gallery, eval_nonfinite
         self.eval_nmi = eval_nmi
         self._eval_buffer = EmbeddingBuffer()
-        self.skipped_steps = 0
-        self._consecutive_nonfinite = 0
         self._finite_batches_since_step = 0  # a step with none is skipped (on_before_optimizer_step)
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
         self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
         self.last_evaluation: Evaluation | None = None  # the latest one (see on_validation_epoch_end)
         self.summary: dict[str, Any] = {}  # callbacks record run-level findings here (e.g. collapse)
+        self.resumed_from: str | None = None  # the checkpoint this run continues (set by Run)
 
     # -- embedding -------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -116,8 +110,7 @@ class MetricLearningModule(L.LightningModule):
         loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
         # A pooled loss is the same number on every rank, so the ranks agree without asking.
         if not self._loss_is_finite(loss, same_on_all_ranks=gather is not None):
-            return self._handle_nonfinite(loss, stats)
-        self._consecutive_nonfinite = 0
+            return self._handle_nonfinite(loss, stats, x, embeddings)
         self._finite_batches_since_step += 1
         self.last_train_stats = stats
         if self._logger_writes_this_step():
@@ -141,18 +134,22 @@ class MetricLearningModule(L.LightningModule):
             bad = self.trainer.strategy.reduce(bad, reduce_op="max")  # all ranks skip together
         return not bool(bad)
 
-    def _handle_nonfinite(self, loss: Tensor, stats: dict[str, Tensor]):
-        self.skipped_steps += 1
-        self._consecutive_nonfinite += 1
-        self.log("train/skipped_steps", float(self.skipped_steps))
-        where = f"epoch {self.current_epoch}, step {self.global_step}"
+    @property
+    def skipped_steps(self) -> int:
+        return self.guard.skipped_steps
+
+    def _where(self) -> str:
+        return f"epoch {self.current_epoch}, step {self.global_step}"
+
+    def _handle_nonfinite(self, loss: Tensor, stats: dict[str, Tensor], x: Tensor, embeddings: Tensor):
         detail = f"loss={loss.item()}, hn_ratio={float(stats.get('hn_ratio', float('nan'))):.3f}"
-        if self.nonfinite == "stop" or self._consecutive_nonfinite > self.max_consecutive_nonfinite:
-            raise NonFiniteLossError(
-                f"non-finite loss at {where} ({detail}); {self.skipped_steps} step(s) skipped so far. "
-                "Usual causes: a learning rate too high (optim.optimizer.lr), a corrupt input, or fp16 "
-                "overflow. Set nonfinite=skip to skip such steps instead of stopping."
-            )
+        broken = broken_weights(self, x, embeddings.detach())
+        if self._world_size() > 1:  # every rank must stop together, or the others wait forever
+            flag = torch.tensor(float(broken is not None), device=loss.device)
+            if self.trainer.strategy.reduce(flag, reduce_op="max") and broken is None:
+                broken = "another process found them NaN/inf or overflowing"
+        self.guard.step_bad("loss", self._where(), detail, broken)
+        self.log("train/skipped_steps", float(self.skipped_steps))
         # Returning None would skip backward, but Lightning refuses it under DDP (every rank
         # must run backward for the gradient all-reduce). An exact zero that reaches every
         # trainable parameter instead: backward runs everywhere, all gradients are 0 (never
@@ -167,11 +164,40 @@ class MetricLearningModule(L.LightningModule):
         # A step all of whose (accumulated) batches were skipped must not move the weights:
         # the gradients are zeros, yet momentum and weight decay would still act. Optimisers
         # (and AMP's GradScaler) leave parameters without a gradient untouched.
-        if self._finite_batches_since_step == 0:
+        # A finite loss can still have an overflowing gradient (after DDP's all-reduce here, so
+        # every rank decides alike); such a step is skipped the same way and counted.
+        skip = self._finite_batches_since_step == 0
+        if not skip:
+            norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
+            if norm is not None and not torch.isfinite(norm):
+                skip = True
+                self.guard.step_bad("gradient", self._where(), f"gradient norm {norm.item()}")
+                self.log("train/skipped_steps", float(self.skipped_steps))
+            else:
+                self.guard.step_ok()
+        if skip:
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
         self._finite_batches_since_step = 0
+
+    # -- checkpoints: everything the run has accumulated, so that a resumed run continues it --
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hardneg_module"] = {
+            "eval_history": [[epoch, metrics] for epoch, metrics in self.eval_history],
+            "summary": self.summary,
+            "nonfinite": self.guard.state_dict(),
+            "last_train_stats": {k: v.detach().cpu() for k, v in self.last_train_stats.items() if v.dim() == 0},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("hardneg_module")
+        if state is None:
+            return
+        self.eval_history = [(int(epoch), dict(metrics)) for epoch, metrics in state["eval_history"]]
+        self.summary = state["summary"]
+        self.guard.load_state_dict(state["nonfinite"])
+        self.last_train_stats = dict(state["last_train_stats"])
 
     # -- evaluation ------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -222,12 +248,13 @@ class MetricLearningModule(L.LightningModule):
 
     # What must reach the launching process under ddp_spawn (``distributed.return_state_to_launcher``).
     def launcher_state(self) -> dict:
-        return {"eval_history": self.eval_history, "summary": self.summary, "skipped_steps": self.skipped_steps,
+        return {"eval_history": self.eval_history, "summary": self.summary, "nonfinite": self.guard.state_dict(),
                 "last_train_stats": {k: v.detach().cpu() for k, v in self.last_train_stats.items()}}
 
     def load_launcher_state(self, state: dict) -> None:
         self.eval_history, self.summary = state["eval_history"], state["summary"]
-        self.skipped_steps, self.last_train_stats = state["skipped_steps"], state["last_train_stats"]
+        self.guard.load_state_dict(state["nonfinite"])
+        self.last_train_stats = state["last_train_stats"]
 
     def completed_epochs(self) -> int:
         """Training epochs finished: inside ``fit`` the running epoch counts once it is

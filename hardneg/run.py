@@ -50,6 +50,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # A frozen backbone is in eval mode on purpose (models/embedding.py).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # The class-balanced sampler resumes mid-epoch itself (hardneg.resume, data/samplers.py).
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     # test/* metrics are computed on the gathered embeddings: already global, no sync needed.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -60,8 +62,11 @@ def quiet_libraries() -> None:
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; return the metrics before and after training.
 
-    Returns ``{"initial": {...}, "final": {...}, "history": [(epoch, {...})], "run_dir": str,
-    "skipped_steps": int, "train": {...last step's stats}}``.
+    Returns ``{"status": "completed"|"stopped", "initial": {...}, "final": {...}, "history":
+    [(epoch, {...})], "run_dir": str, "skipped_steps": int, "resumes": [...], "summary": {...},
+    "train": {...last step's stats}}``. With ``resume=auto`` (default) a run directory holding
+    ``checkpoints/last.ckpt`` is continued from it (hardneg/resume.py); a signal stops the run
+    with ``RunInterrupted`` after writing that checkpoint (hardneg/callbacks/checkpoint.py).
     """
     from hardneg.validate import validate
 
@@ -86,15 +91,44 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         _report_error(err)
         sys.exit(2)
-    except Exception as err:  # Hydra's instantiate wraps our ValueErrors; unwrap the message
+    except Exception as err:
+        if type(err).__name__ == "RunInterrupted":  # signal -> last.ckpt written (callbacks/checkpoint.py)
+            sys.exit(_after_interruption(err, cfg))
         from hydra.errors import InstantiationException
 
-        if isinstance(err, InstantiationException):
+        if isinstance(err, InstantiationException):  # wraps our ValueErrors; print the message
             _report_error(err)
             sys.exit(2)
         raise
     # The returned value is what Hydra sweepers optimise.
     return result["final"].get(cfg.get("optimized_metric", "recall@1"))
+
+
+def _after_interruption(stop, cfg: DictConfig) -> int:
+    """Say how to continue; on a cluster's signal under SLURM, requeue the job. The exit code."""
+    import os
+    import signal
+    import subprocess
+
+    from hardneg.resume import continue_command
+
+    name = signal.Signals(stop.signum).name
+    saved = f"checkpoint written: {stop.checkpoint}" if stop.checkpoint else "no checkpoint could be written"
+    print(f"hardneg: {name} received; {saved}.\nContinue with:\n  {continue_command(resolve_run_dir(cfg))}",
+          file=sys.stderr)
+    if stop.signum == signal.SIGINT:
+        return 128 + stop.signum
+    previous = stop.previous_handler
+    if callable(previous):  # e.g. submitit's handler: it checkpoints its job and requeues it
+        previous(stop.signum, None)
+    elif os.environ.get("SLURM_JOB_ID"):
+        job = os.environ["SLURM_JOB_ID"]
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode == 0:
+            print(f"hardneg: requeued SLURM job {job}; it continues from the checkpoint", file=sys.stderr)
+        else:
+            print(f"hardneg: `scontrol requeue {job}` failed: {done.stderr.strip()}", file=sys.stderr)
+    return 128 + stop.signum
 
 
 def cli() -> None:

@@ -101,3 +101,18 @@ def test_cli_default_job_smoke(tmp_path):
     out = run_cli(f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2", timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "recall@1" in out.stdout and "run directory" in out.stdout and "wandb sync" in out.stdout + out.stderr
+
+
+def test_a_cluster_signal_goes_to_the_handler_that_was_there_before(make_cfg, monkeypatch, capsys):
+    """Under submitit its own SIGUSR2 handler requeues the job: after saving we hand it the signal."""
+    import signal
+
+    from hardneg.callbacks.checkpoint import RunInterrupted
+    from hardneg.run import _after_interruption
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    calls = []
+    stop = RunInterrupted(signal.SIGUSR2, Path("run/checkpoints/last.ckpt"), lambda signum, frame: calls.append(signum))
+    assert _after_interruption(stop, make_cfg()) == 128 + signal.SIGUSR2
+    assert calls == [signal.SIGUSR2]
+    assert "SIGUSR2 received; checkpoint written: run/checkpoints/last.ckpt" in capsys.readouterr().err

@@ -34,11 +34,13 @@ class CollapseDetector(L.Callback):
         self.fired_at: int | None = None
         self._recall_at_1: float | None = None  # of the latest evaluation, for the message
 
+    # Saved in checkpoints so that a resumed run keeps its patience count and its verdict.
     def state_dict(self) -> dict:
-        return {"history": dict(self.history), "fired_at": self.fired_at}
+        return {"history": {int(e): dict(s) for e, s in self.history.items()}, "fired_at": self.fired_at}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history, self.fired_at = dict(state["history"]), state["fired_at"]
+        self.history = {int(e): dict(s) for e, s in state["history"].items()}
+        self.fired_at = state["fired_at"]
 
     def _above_since(self) -> int | None:
         """First epoch of the current run of trained evaluations above the threshold."""

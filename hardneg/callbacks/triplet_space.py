@@ -10,6 +10,7 @@ gradient field of the run's loss. Raw data go to ``<run_dir>/analysis`` so that
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,13 +42,19 @@ class TripletSpaceCallback(L.Callback):
         self._evaluations: dict[int, dict] = {}  # epoch -> geometry and metrics, for the curves
         self._started = False
 
+    # -- checkpoints: the histories behind the curves, and the running epoch's histogram ---
     def state_dict(self) -> dict:
-        return {"history": [(epoch, counts.state_dict()) for epoch, counts in self._history],
-                "evaluations": dict(self._evaluations), "started": self._started}
+        pack = lambda c: None if c is None else dataclasses.asdict(c)  # noqa: E731
+        return {"counts": pack(self._counts), "history": [[e, pack(c)] for e, c in self._history],
+                "evaluations": {int(e): v for e, v in self._evaluations.items()},
+                "started": self._started}
 
     def load_state_dict(self, state: dict) -> None:
-        self._history = [(epoch, TripletCounts.from_state_dict(counts)) for epoch, counts in state["history"]]
-        self._evaluations, self._started = dict(state["evaluations"]), state["started"]
+        unpack = lambda c: None if c is None else TripletCounts(**c)  # noqa: E731
+        self._counts = unpack(state["counts"])
+        self._history = [(int(e), unpack(c)) for e, c in state["history"]]
+        self._evaluations = {int(e): v for e, v in state["evaluations"].items()}
+        self._started = state.get("started", self._started)
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -60,8 +67,8 @@ class TripletSpaceCallback(L.Callback):
     # -- once per run ---------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         """A reused output directory must not mix an earlier run's epochs into this run's figures."""
-        if self._started or not trainer.is_global_zero:
-            return
+        if self._started or not trainer.is_global_zero or getattr(pl_module, "resumed_from", None):
+            return  # (a resumed run keeps the epochs before its checkpoint)
         self._started = True
         run_dir = self._run_dir(trainer)
         stale = [*(run_dir / artifacts.ANALYSIS_DIR).glob("*_epoch_*.pt"),

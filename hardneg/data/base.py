@@ -112,6 +112,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.splits: RetrievalSplits | None = None
         self.image_splits: RetrievalSplits | None = None  # set when splits hold features
         self._reported_dropped = False
+        self.resume_position: dict | None = None  # {"epoch", "batches_done"} from a checkpoint (hardneg.resume)
 
     # -- what subclasses provide -------------------------------------------------------
     def build_splits(self) -> RetrievalSplits:
@@ -165,6 +166,9 @@ class RetrievalDataModule(L.LightningDataModule):
             rank=rank,
             seed=self.seed,
         )
+        if self.resume_position is not None:  # set before Lightning first iterates the loader
+            batch_sampler.resume_at(**self.resume_position)
+            self.resume_position = None
         self._report_dropped(batch_sampler)
         return DataLoader(self.loader_dataset(self.splits.train), batch_sampler=batch_sampler, **self._loader_options())
 

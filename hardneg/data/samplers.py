@@ -67,12 +67,27 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             )
         self.k, self.groups, self.mode, self.repeat = k, groups, mode, repeat
         self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self._skip = 0  # batches of ``self.epoch`` already trained before a resume (resume_at)
         # Lightning calls set_epoch on ``dataloader.batch_sampler.sampler``, never on the batch
         # sampler itself: without this every epoch would replay epoch 0's batches.
         self.sampler = _EpochForwarder(self)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._skip = 0  # a pending resume position belongs to the epoch it was set for
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Continue ``epoch`` after its first ``batches_done`` batches, as an uninterrupted run would.
+
+        Lightning restores its batch counter on resume but re-creates the loader from the start of
+        the epoch (it only resumes loaders that are themselves stateful), so without this a run
+        resumed mid-epoch would train on the epoch's first batches twice and never see its last.
+        The next ``__iter__`` skips them; later epochs start from their first batch.
+        """
+        if batches_done < 0 or batches_done > len(self):
+            raise ValueError(f"cannot resume at batch {batches_done} of an epoch of {len(self)} batches")
+        self.epoch, self._skip = epoch, batches_done
 
     def _group_order(self, rng: np.random.Generator) -> np.ndarray:
         """All K-groups of the epoch, [num_groups, K], in the order batches take them."""
@@ -101,7 +116,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     def __iter__(self):
         per_rank = self.groups // self.num_replicas
         lo = self.rank * per_rank
-        for batch in self._global_batches():
+        batches, self._skip = self._global_batches()[self._skip :], 0
+        for batch in batches:
             yield batch[lo : lo + per_rank].reshape(-1).tolist()
 
     def __len__(self) -> int:

@@ -110,3 +110,39 @@ def test_sampled_batches_never_span_two_rounds():
         assert len(batches) == len(sampler) == 5 * 2
         for batch in batches:
             assert len(set(labels[batch].tolist())) == 2 and len(set(batch)) == 4
+
+
+@pytest.mark.parametrize("mode", ["filled", "sampled"])
+def test_resume_at_continues_an_epoch_at_the_exact_batch(mode):
+    labels = uneven_labels(16, seed=2)
+    kw = dict(batch_size=8, samples_per_class=2, mode=mode, repeat=2, seed=5)
+    whole = ClassBalancedBatchSampler(labels, **kw)
+    whole.set_epoch(3)
+    epoch3 = list(whole)
+    whole.set_epoch(4)
+    epoch4 = list(whole)
+    resumed = ClassBalancedBatchSampler(labels, **kw)  # a new process: a new sampler
+    resumed.resume_at(epoch=3, batches_done=2)
+    resumed.set_epoch(3)  # Lightning sets the same epoch again after building the loader
+    assert list(resumed) == epoch3[2:]
+    resumed.set_epoch(4)
+    assert list(resumed) == epoch4  # later epochs start from their first batch
+
+
+def test_a_resume_position_does_not_leak_into_another_epoch():
+    sampler = ClassBalancedBatchSampler(uneven_labels(), batch_size=8, seed=0)
+    sampler.resume_at(epoch=1, batches_done=1)
+    sampler.set_epoch(2)
+    assert len(list(sampler)) == len(sampler)
+    with pytest.raises(ValueError, match="cannot resume at batch"):
+        sampler.resume_at(epoch=0, batches_done=len(sampler) + 1)
+
+
+def test_lightning_alone_would_restart_the_epoch():
+    """Why resume_at exists: a loader over this sampler, iterated anew, starts at batch 0."""
+    from torch.utils.data import DataLoader
+
+    sampler = ClassBalancedBatchSampler(uneven_labels(), batch_size=8, seed=0)
+    loader = DataLoader(range(len(uneven_labels())), batch_sampler=sampler)
+    first = next(iter(loader)).tolist()
+    assert next(iter(loader)).tolist() == first
