@@ -157,7 +157,8 @@ def cli(out: Path, *extra: str) -> list[str]:
 
 
 def cli_env(**extra: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", **extra)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline",
+               HARDNEG_ALLOW_TARGETS="tests", **extra)  # the pause callback lives in tests/
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
 
