@@ -115,7 +115,7 @@ def one_of(*values) -> Value:
 # Where a constant lives in the code: (module, name). tests/test_validate.py imports each
 # module and checks the schema's choices equal the constant the code checks against.
 CODE_CHOICES = {
-    "nonfinite": ("hardneg.module", "NONFINITE_POLICIES"),
+    "nonfinite": ("hardneg.nonfinite", "POLICIES"),
     "eval.backend": ("hardneg.metrics.knn", "BACKENDS"),
     "eval.nonfinite": ("hardneg.evaluation", "NONFINITE_POLICIES"),
     "data.sampler": ("hardneg.data.samplers", "MODES"),
