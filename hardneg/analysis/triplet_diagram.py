@@ -195,23 +195,33 @@ def plot_test_diagram(
     return save_figure(make_test_diagram(points, correct, title, threshold, bins), path)
 
 
-def make_test_diagram(points: Tensor, correct: Tensor, title: str, threshold: float | None = None,
-                        bins: int = DEFAULT_BINS):
-    """The test diagram as an open figure, one colour bar per colour (anchors per bin)."""
+def draw_test_diagram(ax, points: Tensor, correct: Tensor, threshold: float | None = None,
+                      bins: int = DEFAULT_BINS) -> tuple:
+    """The test diagram's data on ``ax`` (also one cell of a grid of diagrams): blue and red count
+    histograms on one log scale, the square (threshold line for SCT only), heavy bins marked.
+    Returns the (correct, wrong) images, for colour bars."""
     points, correct = points.float(), correct.bool()
     right, wrong = histogram(points[correct], bins), histogram(points[~correct], bins)
     vmax = float(max(right.max(), wrong.max())) if len(points) else 1.0
-    fig, (ax,) = new_figure(5.8)
     right_image = _draw_histogram(ax, right, visible_cmap("Blues"), vmax)
     wrong_image = _draw_histogram(ax, wrong, visible_cmap("Reds"), vmax)
+    draw_triplet_square(ax, threshold)
+    mark_heavy_bins(ax, right + wrong, "anchors")
+    return right_image, wrong_image
+
+
+def make_test_diagram(points: Tensor, correct: Tensor, title: str, threshold: float | None = None,
+                      bins: int = DEFAULT_BINS):
+    """The test diagram as an open figure, with its colour scale and shares."""
+    points, correct = points.float(), correct.bool()
+    fig, (ax,) = new_figure(5.8)
+    right_image, wrong_image = draw_test_diagram(ax, points, correct, threshold, bins)
     # Both maps share one log norm: the red bar carries no ticks, the blue one reads for both.
     wrong_bar = fig.colorbar(wrong_image, ax=ax, shrink=0.8, pad=0.02, fraction=0.04)
     wrong_bar.ax.tick_params(which="both", right=False, labelright=False)
     right_bar = fig.colorbar(right_image, ax=ax, shrink=0.8, pad=0.01, fraction=0.04,
                              label="test anchors per bin")
     right_bar.ax.minorticks_off()
-    draw_triplet_square(ax, threshold)
-    mark_heavy_bins(ax, right + wrong, "anchors")
     n = max(len(points), 1)
     ties = int((points[:, 0] == points[:, 1]).sum())
     mean_ap, mean_an = (float(points[:, i].mean()) if len(points) else float("nan") for i in (0, 1))
