@@ -26,8 +26,9 @@ def make_hn_ratio(per_epoch: list[tuple[int, TripletCounts]], title: str = ""):
     left.plot(epochs, [s["above_threshold"] for s in summaries], marker=".", label=f"S_an > {threshold:g}")
     left.set_ylim(-0.02, 1.02)
     left.set_ylabel("share of mined triplets")
-    right.plot(epochs, [s["s_ap"] for s in summaries], marker=".", label="mean S_ap")
-    right.plot(epochs, [s["s_an"] for s in summaries], marker=".", label="mean S_an")
+    # Colours of their own: one legend serves both panels.
+    right.plot(epochs, [s["s_ap"] for s in summaries], marker=".", color="tab:green", label="mean S_ap")
+    right.plot(epochs, [s["s_an"] for s in summaries], marker=".", color="tab:red", label="mean S_an")
     right.set_ylim(-1.02, 1.02)
     right.set_ylabel("similarity")
     for ax in (left, right):

@@ -2,6 +2,7 @@
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from matplotlib.colors import to_hex
 
 from hardneg.analysis.curves import make_collapse, make_hn_ratio, plot_collapse
 from hardneg.analysis.triplet_diagram import TripletCounts
@@ -31,6 +32,8 @@ def assert_legend_outside_the_axes(fig, entries: set[str]):
         assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers an axes"
         assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), "the legend covers an axis label"
     assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= fig.bbox.width, "the legend is cut off"
+    styles = [(to_hex(h.get_color()), h.get_linestyle()) for h in legend.legend_handles]
+    assert len(set(styles)) == len(styles), "one legend for all panels: two entries look the same"
 
 
 def test_collapse_legend_covers_no_data():
