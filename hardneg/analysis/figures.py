@@ -13,8 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# The official code's SCT threshold: drawn on every diagram so one sees which triplets SCT
-# would treat as hard, whatever loss the run used.
+# The official code's SCT threshold: the default for the "S_an > threshold" share the curves
+# report for every loss. The threshold *line* is drawn only on diagrams of SCT runs
+# (``sct_threshold_of``): on any other loss it marks nothing the loss does.
 DEFAULT_SCT_THRESHOLD = 0.8
 
 
@@ -31,10 +32,18 @@ def new_figure(width: float = 5.0, height: float = 4.6, ncols: int = 1):
     return fig, list(axes[0])
 
 
-def draw_triplet_square(ax, threshold: float | None = DEFAULT_SCT_THRESHOLD) -> None:
+def sct_threshold_of(loss) -> float | None:
+    """The threshold of an SCT loss (its line goes on the triplet diagrams), None for any other loss."""
+    from hardneg.losses.sct import SCTLoss
+
+    return float(loss.threshold) if isinstance(loss, SCTLoss) else None
+
+
+def draw_triplet_square(ax, threshold: float | None = None) -> None:
     """Axes of the paper's triplet diagram: S_ap on x, S_an on y, both in [-1, 1].
 
-    Points above the diagonal are hard (the negative is more similar than the positive).
+    Points above the diagonal are hard (the negative is more similar than the positive); the
+    diagonal is always drawn, the line S_an = ``threshold`` only when one is given (SCT runs).
     """
     ax.plot([-1, 1], [-1, 1], color="black", lw=1.0, ls="-", label="S_an = S_ap")
     if threshold is not None:
@@ -52,6 +61,20 @@ def annotate(ax, lines: list[str]) -> None:
         0.98, 0.02, "\n".join(lines), transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
         bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
     )
+
+
+def legend_below(fig, axes, bottom: float = 0.25, fontsize: int = 7):
+    """One legend for all ``axes``, in the figure's bottom margin: curves span the whole height of
+    their axes, so any legend inside them covers data somewhere. Raises the axes to make room."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.subplots_adjust(bottom=bottom)
+    return fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5),
+                      fontsize=fontsize, frameon=False)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:

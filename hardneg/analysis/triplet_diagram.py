@@ -42,6 +42,7 @@ class TripletCounts:
     sum_ap: float = 0.0
     sum_an: float = 0.0
     extra: dict = field(default_factory=dict)
+    sct: bool = False  # the run's loss is SCT: its threshold line is drawn (the shares are kept for every loss)
 
     def __post_init__(self):
         if self.hist is None:
@@ -68,7 +69,7 @@ class TripletCounts:
     def state_dict(self) -> dict:
         return {"bins": self.bins, "threshold": self.threshold, "hist": self.hist, "count": self.count,
                 "hard": self.hard, "above_threshold": self.above_threshold, "sum_ap": self.sum_ap,
-                "sum_an": self.sum_an, "extra": self.extra}
+                "sum_an": self.sum_an, "extra": self.extra, "sct": self.sct}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> TripletCounts:
@@ -98,7 +99,25 @@ def best_match_points(
     return points.cpu(), (points[:, 0] > points[:, 1]).cpu()
 
 
-def _draw_histogram(ax, hist: Tensor, cmap: str, vmax: float):
+# A bin holding at least this share of all points is circled and labelled with its share. A
+# collapsed embedding puts nearly every point into the one bin at (1, 1): a square 2 / bins wide in
+# the corner, half under the frame and the diagonal, which the colours alone leave nearly invisible.
+HEAVY_BIN_SHARE = 0.1
+MAX_MARKED_BINS = 3  # the heaviest ones; more labels would cover each other
+# Lowest point of the Blues/Reds colour maps used for one count: their true start is near-white,
+# so bins holding a few test anchors would vanish on the white background.
+LOWEST_VISIBLE_COLOUR = 0.3
+
+
+def visible_cmap(name: str, low: float = LOWEST_VISIBLE_COLOUR):
+    """Colour map ``name`` without its lowest ``low`` share (which is too pale to see)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(colormaps[name](np.linspace(low, 1.0, 256)), name=f"{name}_visible")
+
+
+def _draw_histogram(ax, hist: Tensor, cmap, vmax: float):
     from matplotlib.colors import LogNorm
 
     counts = np.ma.masked_equal(hist.numpy().T.astype(float), 0)  # rows of the image are S_an
@@ -106,46 +125,115 @@ def _draw_histogram(ax, hist: Tensor, cmap: str, vmax: float):
                      interpolation="nearest", aspect="equal")
 
 
+def heavy_bins(hist: Tensor, share: float = HEAVY_BIN_SHARE, limit: int = MAX_MARKED_BINS) -> list[tuple[float, float, float]]:
+    """(S_ap centre, S_an centre, share of all points) of the bins holding >= ``share`` of the
+    points, heaviest first, at most ``limit``."""
+    total = int(hist.sum())
+    if total == 0:
+        return []
+    bins = hist.shape[0]
+    flat = hist.flatten()
+    order = torch.argsort(flat, descending=True, stable=True)[:limit]
+    centre = lambda i: -1 + (i + 0.5) * 2 / bins  # noqa: E731
+    return [(centre(int(k) // bins), centre(int(k) % bins), int(flat[k]) / total)
+            for k in order if int(flat[k]) / total >= share]
+
+
+def mark_heavy_bins(ax, hist: Tensor, what: str, share: float = HEAVY_BIN_SHARE) -> list:
+    """Circle the heaviest bins (see ``HEAVY_BIN_SHARE``) and write "n% of <what> in this bin" beside
+    each; returns the annotations. The circle is not clipped, so a corner bin shows whole."""
+    marked = heavy_bins(hist, share)
+    if not marked:
+        return []
+    x, y, _ = zip(*marked, strict=True)
+    # No legend entry: the label beside each circle says what it marks.
+    ax.scatter(x, y, s=260, facecolors="none", edgecolors="magenta", linewidths=2.0, zorder=6, clip_on=False)
+    notes = []
+    for i, (cx, cy, fraction) in enumerate(marked):
+        # The label goes towards the centre of the square, where it cannot leave the axes.
+        dx, dy = (-1 if cx > 0 else 1), (-1 if cy > 0 else 1)
+        notes.append(ax.annotate(
+            f"{fraction:.0%} of {what} in this bin", xy=(cx, cy), xytext=(15 * dx, (45 + 20 * i) * dy),
+            textcoords="offset points", ha="right" if dx < 0 else "left", va="top" if dy < 0 else "bottom",
+            fontsize=8, zorder=7,
+            color="black", arrowprops={"arrowstyle": "->", "color": "magenta", "lw": 1.2},
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "magenta"}))
+    return notes
+
+
 def plot_train_diagram(counts: TripletCounts, path: str | Path, title: str) -> Path:
     """Histogram of an epoch's mined training triplets, hard share annotated."""
+    return save_figure(make_train_diagram(counts, title), path)
+
+
+def make_train_diagram(counts: TripletCounts, title: str):
+    """The training diagram as an open figure; the SCT threshold line only when ``counts.sct``."""
     fig, (ax,) = new_figure()
     image = _draw_histogram(ax, counts.hist, "viridis", float(counts.hist.max()))
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, label="triplets per bin")
     colorbar.ax.minorticks_off()  # dozens of log-scale minor labels, slow to lay out and unread
-    draw_triplet_square(ax, counts.threshold)
+    draw_triplet_square(ax, counts.threshold if counts.sct else None)
+    mark_heavy_bins(ax, counts.hist, "triplets")
     s = counts.summary()
-    annotate(ax, [f"triplets: {s['count']}", f"hard (S_an > S_ap): {s['hn_ratio']:.1%}",
-                  f"S_an > {counts.threshold:g}: {s['above_threshold']:.1%}",
-                  f"mean S_ap {s['s_ap']:.3f}, S_an {s['s_an']:.3f}"])
+    lines = [f"triplets: {s['count']}", f"hard (S_an > S_ap): {s['hn_ratio']:.1%}",
+             f"mean S_ap {s['s_ap']:.3f}, S_an {s['s_an']:.3f}"]
+    if counts.sct:
+        lines.insert(2, f"S_an > {counts.threshold:g}: {s['above_threshold']:.1%}")
+    annotate(ax, lines)
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(wrap(title), fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_test_diagram(
     points: Tensor, correct: Tensor, path: str | Path, title: str,
-    threshold: float = DEFAULT_SCT_THRESHOLD, bins: int = DEFAULT_BINS,
+    threshold: float | None = None, bins: int = DEFAULT_BINS,
 ) -> Path:
     """Test anchors' (best positive, best negative) similarities: blue where the nearest
-    neighbour is correct, red where it is not."""
+    neighbour is correct, red where it is not. ``threshold``: the run's SCT threshold, drawn as
+    a line; None (any other loss) draws none."""
+    return save_figure(make_test_diagram(points, correct, title, threshold, bins), path)
+
+
+def draw_test_diagram(ax, points: Tensor, correct: Tensor, threshold: float | None = None,
+                      bins: int = DEFAULT_BINS) -> tuple:
+    """The test diagram's data on ``ax`` (also one cell of a grid of diagrams): blue and red count
+    histograms on one log scale, the square (threshold line for SCT only), heavy bins marked.
+    Returns the (correct, wrong) images, for colour bars."""
     points, correct = points.float(), correct.bool()
     right, wrong = histogram(points[correct], bins), histogram(points[~correct], bins)
     vmax = float(max(right.max(), wrong.max())) if len(points) else 1.0
-    fig, (ax,) = new_figure()
-    _draw_histogram(ax, right, "Blues", vmax)
-    _draw_histogram(ax, wrong, "Reds", vmax)
+    right_image = _draw_histogram(ax, right, visible_cmap("Blues"), vmax)
+    wrong_image = _draw_histogram(ax, wrong, visible_cmap("Reds"), vmax)
     draw_triplet_square(ax, threshold)
+    mark_heavy_bins(ax, right + wrong, "anchors")
+    return right_image, wrong_image
+
+
+def make_test_diagram(points: Tensor, correct: Tensor, title: str, threshold: float | None = None,
+                      bins: int = DEFAULT_BINS):
+    """The test diagram as an open figure, with its colour scale and shares."""
+    points, correct = points.float(), correct.bool()
+    fig, (ax,) = new_figure(5.8)
+    right_image, wrong_image = draw_test_diagram(ax, points, correct, threshold, bins)
+    # Both maps share one log norm: the red bar carries no ticks, the blue one reads for both.
+    wrong_bar = fig.colorbar(wrong_image, ax=ax, shrink=0.8, pad=0.02, fraction=0.04)
+    wrong_bar.ax.tick_params(which="both", right=False, labelright=False)
+    right_bar = fig.colorbar(right_image, ax=ax, shrink=0.8, pad=0.01, fraction=0.04,
+                             label="test anchors per bin")
+    right_bar.ax.minorticks_off()
     n = max(len(points), 1)
     ties = int((points[:, 0] == points[:, 1]).sum())
     mean_ap, mean_an = (float(points[:, i].mean()) if len(points) else float("nan") for i in (0, 1))
     lines = [f"anchors: {len(points)}", f"NN correct (blue): {float(correct.sum()) / n:.1%}",
              f"NN wrong or tied (red): {float((~correct).sum()) / n:.1%}",
              f"hard (S_an > S_ap): {float((points[:, 1] > points[:, 0]).sum()) / n:.1%}",
-             f"S_an > {threshold:g}: {float((points[:, 1] > threshold).sum()) / n:.1%}",
              f"mean S_ap {mean_ap:.3f}, S_an {mean_an:.3f}"]
+    if threshold is not None:
+        lines.insert(4, f"S_an > {threshold:g}: {float((points[:, 1] > threshold).sum()) / n:.1%}")
     if ties:  # exact ties happen when the embedding has collapsed: neither correct nor hard
         lines.insert(4, f"ties (S_an = S_ap): {ties / n:.1%}")
     annotate(ax, lines)
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(wrap(title), fontsize=9)
-    return save_figure(fig, path)
+    return fig

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from hardneg.analysis import artifacts
-from hardneg.analysis.figures import DEFAULT_SCT_THRESHOLD
+from hardneg.analysis.figures import DEFAULT_SCT_THRESHOLD, sct_threshold_of
 from hardneg.analysis.triplet_diagram import DEFAULT_BINS, TripletCounts
 from hardneg.callbacks.publish import describe_loss, describe_mining, log_images, sct_threshold
 
@@ -89,7 +89,9 @@ class TripletSpaceCallback(L.Callback):
 
     # -- training triplets ------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._counts = TripletCounts(self.bins, sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD))
+        # The share above the threshold is counted for every loss; its line is drawn for SCT only.
+        self._counts = TripletCounts(self.bins, sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD),
+                                     sct=sct_threshold_of(pl_module.criterion.loss) is not None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stats = pl_module.last_train_stats
@@ -141,8 +143,8 @@ class TripletSpaceCallback(L.Callback):
                                dtype=torch.float64, device=pl_module.device)
         hist = pl_module.all_gather(counts.hist.to(pl_module.device)).sum(0).cpu()
         total = pl_module.all_gather(scalars).sum(0).cpu().tolist()
-        return TripletCounts(counts.bins, counts.threshold, hist, int(total[0]), int(total[1]), int(total[2]),
-                             total[3], total[4])
+        return dataclasses.replace(counts, hist=hist, count=int(total[0]), hard=int(total[1]),
+                                   above_threshold=int(total[2]), sum_ap=total[3], sum_an=total[4])
 
     # -- test split -----------------------------------------------------------------------
     def on_evaluation(self, trainer: L.Trainer, pl_module, evaluation) -> None:
@@ -151,7 +153,7 @@ class TripletSpaceCallback(L.Callback):
         if not trainer.is_global_zero:
             return
         epoch, run_dir = evaluation.epoch, self._run_dir(trainer)
-        threshold = sct_threshold(pl_module, DEFAULT_SCT_THRESHOLD)
+        threshold = sct_threshold_of(pl_module.criterion.loss)  # None unless SCT: no line (also when redrawn)
         points, correct = evaluation.triplet_points()
         geometry = dict(evaluation.collapse)
         pl_module.summary.setdefault("test_geometry", {})[str(epoch)] = {

@@ -11,7 +11,8 @@ from hardneg.analyze import main as analyze_main
 from hardneg.analyze import regenerate
 from hardneg.callbacks import TripletSpaceCallback
 from hardneg.criterion import Criterion
-from hardneg.losses import SCTLoss
+from hardneg.evaluation import evaluate_embeddings
+from hardneg.losses import MarginTripletLoss, SCTLoss
 from hardneg.mining import TripletMiner
 from hardneg.run import train
 
@@ -75,19 +76,37 @@ def test_analyze_explains_a_directory_without_analysis_data(tmp_path, capsys):
     assert "triplet_space" in capsys.readouterr().err
 
 
-def fake_module():
-    return SimpleNamespace(criterion=Criterion(SCTLoss(threshold=0.7), TripletMiner()), last_train_stats={},
-                           device=torch.device("cpu"), all_gather=lambda t: torch.stack([t, t]))
+def fake_module(loss=None):
+    return SimpleNamespace(criterion=Criterion(loss or SCTLoss(threshold=0.7), TripletMiner()), last_train_stats={},
+                           device=torch.device("cpu"), all_gather=lambda t: torch.stack([t, t]), summary={})
 
 
 def test_a_skipped_step_is_not_counted_twice_and_ranks_are_summed():
     callback, module = TripletSpaceCallback(bins=4), fake_module()
     trainer = SimpleNamespace(world_size=1)
     callback.on_train_epoch_start(trainer, module)
-    assert callback._counts.threshold == 0.7  # the run's SCT threshold is drawn
+    assert callback._counts.threshold == 0.7 and callback._counts.sct  # the run's SCT threshold is drawn
     module.last_train_stats = {"points": torch.tensor([[0.1, 0.5], [0.9, -0.2]])}
     callback.on_train_batch_end(trainer, module, None, None, 0)
     callback.on_train_batch_end(trainer, module, None, None, 1)  # a non-finite step keeps the old stats
     assert callback._counts.count == 2 and callback._counts.hard == 1
     both = callback._reduce_over_ranks(SimpleNamespace(world_size=2), module, callback._counts)
     assert both.count == 4 and both.hard == 2 and int(both.hist.sum()) == 4
+    assert both.sct and both.threshold == 0.7
+
+
+def test_only_an_sct_run_gets_the_threshold_line_in_training_and_test_diagrams(tmp_path):
+    """The loss decides: its threshold line is kept for SCT, dropped (None) for any other loss, in
+    the training counts and in the saved test record that ``hardneg.analyze`` redraws from."""
+    collapsed = torch.nn.functional.normalize(torch.ones(12, 4), dim=1)
+    evaluation = evaluate_embeddings(collapsed, torch.arange(12) % 3, epoch=0, ks=(1,))
+    for name, loss, line in (("sct", SCTLoss(threshold=0.7), 0.7), ("margin", MarginTripletLoss(), None)):
+        callback, module = TripletSpaceCallback(bins=10, keep_embeddings="none"), fake_module(loss)
+        trainer = SimpleNamespace(world_size=1, is_global_zero=True, default_root_dir=str(tmp_path / name),
+                                  loggers=[])
+        callback.on_train_epoch_start(trainer, module)
+        assert callback._counts.sct == (line is not None)
+        callback.on_evaluation(trainer, module, evaluation)
+        record = torch.load(tmp_path / name / "analysis" / "test_epoch_000.pt", weights_only=True)
+        assert record["threshold"] == line
+        assert (tmp_path / name / "figures" / "test_triplets" / "epoch_000.png").stat().st_size > 5_000
