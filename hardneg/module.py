@@ -1,6 +1,6 @@
 """The LightningModule: embedding net + criterion (miner + loss) + retrieval evaluation.
 
-One training step (DESIGN.md):
+One training step (docs/architecture.md):
   images -> EmbeddingNet -> E [B_local, D] -> all_gather with gradients (DDP, mining.scope=global)
   -> Criterion: S = E_local @ E_global^T -> miner -> (S_ap, S_an) -> loss, stats
 Evaluation embeds the test split (each process its shard), gathers it on every process and

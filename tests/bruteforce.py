@@ -1,5 +1,5 @@
 """Brute-force references for the mining and loss tests: explicit Python loops over anchors,
-pairs and triplets, written from the definitions in PAPER.md (and the baselines' papers),
+pairs and triplets, written from the definitions in docs/method.md (and the baselines' papers),
 sharing no code with hardneg.
 
 Mining decisions compare the entries of the similarity matrix the miner saw (so exact ties,

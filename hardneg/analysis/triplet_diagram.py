@@ -7,7 +7,7 @@ when that point lies below the diagonal, so the correct/wrong colouring and Reca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,6 @@ class TripletCounts:
     above_threshold: int = 0  # S_an > threshold
     sum_ap: float = 0.0
     sum_an: float = 0.0
-    extra: dict = field(default_factory=dict)
     sct: bool = False  # the run's loss is SCT: its threshold line is drawn (the shares are kept for every loss)
 
     def __post_init__(self):
@@ -69,7 +68,7 @@ class TripletCounts:
     def state_dict(self) -> dict:
         return {"bins": self.bins, "threshold": self.threshold, "hist": self.hist, "count": self.count,
                 "hard": self.hard, "above_threshold": self.above_threshold, "sum_ap": self.sum_ap,
-                "sum_an": self.sum_an, "extra": self.extra, "sct": self.sct}
+                "sum_an": self.sum_an, "sct": self.sct}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> TripletCounts:

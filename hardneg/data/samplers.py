@@ -6,7 +6,7 @@ classes (no anchor loses its positives), no sample appears twice in one global b
 every rank runs the same number of steps. The order is re-drawn every epoch from
 ``seed + epoch`` so all ranks agree without communicating.
 
-Modes (PAPER.md, "Batches"):
+Modes (docs/method.md, "The official training recipe"):
 - ``filled`` (CUB, Cars): every class padded with replacement or cut to the largest class
   size, classes shuffled, and their K-groups interleaved; one pass is one epoch.
 - ``sampled`` (SOP, In-Shop, Hotels): each of ``repeat`` rounds draws K random images of

@@ -10,7 +10,7 @@ from torchvision import transforms as T
 
 from hardneg.errors import ConfigError
 
-# Per-dataset RGB mean / std of the official code (PAPER.md, "Training recipe").
+# Per-dataset RGB mean / std of the official code (docs/method.md, "The official training recipe").
 DATASET_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cub": ((0.4707, 0.4601, 0.4549), (0.2767, 0.2760, 0.2850)),
     "cars": ((0.4853, 0.4965, 0.4295), (0.2237, 0.2193, 0.2568)),
