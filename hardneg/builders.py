@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
 from hardneg.loggers import build_logger
+from hardneg.memory.xbm import build_memory
 from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
 from hardneg.module import MetricLearningModule
@@ -110,9 +111,10 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     if use_cache:
         datamodule.use_features(*cached_backbone_features(net, datamodule, cfg.paths.cache_dir))
     num_train_classes = int(datamodule.splits.train.labels.max()) + 1
+    criterion = build_criterion(cfg, num_train_classes)
     module = MetricLearningModule(
         net=net,
-        criterion=build_criterion(cfg, num_train_classes),
+        criterion=criterion,
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         recall_ks=tuple(datamodule.recall_ks),
@@ -120,6 +122,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         nonfinite=cfg.nonfinite,
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
+        memory=build_memory(cfg.get("memory"), net.dim, criterion.loss),
+        param_groups=OmegaConf.to_container(cfg.optim.get("param_groups") or {}, resolve=True),
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")

@@ -17,8 +17,10 @@ from torch import Tensor
 from hardneg import distributed
 from hardneg.criterion import Criterion
 from hardneg.errors import UserError
+from hardneg.memory import CrossBatchMemory
 from hardneg.metrics import RetrievalMetric
 from hardneg.models import EmbeddingNet
+from hardneg.optim import build_optimizer
 
 NONFINITE_POLICIES = ("skip", "stop")
 
@@ -40,6 +42,8 @@ class MetricLearningModule(L.LightningModule):
         max_consecutive_nonfinite: int = 10,
         inputs_are_features: bool = False,
         eval_backend: str = "torch",
+        memory: CrossBatchMemory | None = None,
+        param_groups: dict | None = None,
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -48,6 +52,8 @@ class MetricLearningModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.nonfinite, self.max_consecutive_nonfinite = nonfinite, max_consecutive_nonfinite
         self.inputs_are_features = inputs_are_features
+        self.memory = memory  # cross-batch memory (hardneg/memory); its bank is in the state_dict
+        self.param_group_options = dict(param_groups or {})  # see hardneg/optim.py
         self.eval_metric = RetrievalMetric(ks=tuple(recall_ks), query_gallery=query_gallery, backend=eval_backend)
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
@@ -99,10 +105,14 @@ class MetricLearningModule(L.LightningModule):
         a log): pooling needs no knowledge of a loss's normalisation, and costs one gather
         of 2 numbers per triplet.
         """
-        x, labels, _ = batch
+        x, labels, index = batch
         embeddings = self(x)
         ref, ref_labels, self_index, gather = self._gather(embeddings, labels)
-        loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
+        if self.memory is not None:  # references: the batch plus the bank (hardneg/memory/xbm.py)
+            loss, stats = self.memory(self.criterion, embeddings, labels, index, ref, ref_labels, self_index,
+                                      gather=gather, step=self.global_step)
+        else:
+            loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
         # A pooled loss is the same number on every rank, so the ranks agree without asking.
         if not self._loss_is_finite(loss, same_on_all_ranks=gather is not None):
             return self._handle_nonfinite(loss, stats)
@@ -185,16 +195,8 @@ class MetricLearningModule(L.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        groups = [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
-        loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
-        if loss_params:  # proxies of proxy-based losses are optimised too, often at a larger LR
-            scale = getattr(self.criterion.loss, "lr_multiplier", 1.0)
-            groups.append({"params": loss_params, "lr_multiplier": scale})
-        optimizer = self.optimizer_factory(groups)
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * group.pop("lr_multiplier", 1.0)
+        # Parameter groups (backbone / head / loss proxies, optional layer-wise LR decay): hardneg/optim.py
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.criterion, **self.param_group_options)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
-
-
