@@ -65,6 +65,7 @@ class CrossBatchMemory(nn.Module):
         if indices is None:
             indices = torch.full_like(labels, -1)
         batch = global_batch(embeddings.detach(), labels, indices)
+        bank_size = torch.tensor(float(len(self.bank)))  # the entries this step mines against
         if step >= self.start_step and len(self.bank) > 0:
             loss, stats = self._with_bank(criterion, embeddings, labels, indices, ref, ref_labels, self_index,
                                           gather, batch)
@@ -74,7 +75,7 @@ class CrossBatchMemory(nn.Module):
         # would poison every later step's mining: such a batch is not remembered.
         if step >= self.start_step and bool(torch.isfinite(batch[0]).all()):
             self.bank.enqueue(*batch)
-        stats["bank_size"] = torch.tensor(float(len(self.bank)))
+        stats["bank_size"] = bank_size if step >= self.start_step else torch.tensor(0.0)
         return loss, stats
 
     def _with_bank(self, criterion, embeddings, labels, indices, ref, ref_labels, self_index, gather, batch):
