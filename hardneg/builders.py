@@ -123,7 +123,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         inputs_are_features=use_cache,
         eval_backend=cfg.eval.backend,
         memory=build_memory(cfg.get("memory"), net.dim, criterion.loss),
-        param_groups=OmegaConf.to_container(cfg.optim.get("param_groups") or {}, resolve=True),
+        param_groups=OmegaConf.to_container(cfg.optim.param_groups, resolve=True) if cfg.optim.get("param_groups") else {},
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
