@@ -66,7 +66,7 @@ def expected_triplets(sim, labels, ref_labels, ref_indices, indices, offset, use
     """The definition, by loops: {anchor: [(p, n), ...]}."""
     out = {}
     for i in range(len(sim)):
-        def ignored(j):
+        def ignored(j, i=i):
             if j < offset:
                 return False
             return (use == "negatives" and ref_labels[j] == labels[i]) or (
