@@ -95,6 +95,37 @@ def table(args) -> None:
     text = "\n".join(lines)
     print(text)
     (OUT / "table.md").write_text(text + "\n")
+    figure(groups)
+
+
+def figure(groups) -> None:
+    """R@1 and test mean similarity per evaluation, mean over seeds (shaded: min..max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (method, memory), rs in sorted(groups.items()):
+        style = dict(label=f"{method} + {memory}", linestyle="-" if memory == "xbm" else "--")
+        epochs = [e for e, _ in rs[0]["history"]]
+        curves = {
+            0: [[m["recall@1"] for _, m in r["history"]] for r in rs],
+            1: [[float(v) for v in r["mean_similarity"].values()] for r in rs if r.get("mean_similarity")],
+        }
+        for i, ys in curves.items():
+            n = min(len(y) for y in ys)
+            mean = [sum(y[j] for y in ys) / len(ys) for j in range(n)]
+            line, = axes[i].plot(epochs[:n], mean, **style)
+            axes[i].fill_between(epochs[:n], [min(y[j] for y in ys) for j in range(n)],
+                                 [max(y[j] for y in ys) for j in range(n)], color=line.get_color(), alpha=0.15)
+    axes[0].set(xlabel="epoch", ylabel="test Recall@1", title="Recall@1 (mean over seeds, band: min-max)")
+    axes[1].set(xlabel="epoch", ylabel="mean pairwise cosine similarity", title="test embeddings: collapse at 1")
+    axes[1].axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(OUT / "curves.png", dpi=110)
 
 
 def main(argv=None) -> None:
@@ -104,7 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--bank", type=int, default=1024)
-    parser.add_argument("--start-step", type=int, default=100)
+    parser.add_argument("--start-step", type=int, default=0)
     parser.add_argument("--jobs-of", type=int, default=1)
     parser.add_argument("--job", type=int, default=0)
     args = parser.parse_args(argv)

@@ -201,3 +201,27 @@ def test_the_bank_is_in_the_module_checkpoint(tmp_path):
     for a, b in zip(saved.memory.bank.get(), restored.memory.bank.get()):
         assert torch.equal(a, b)
     assert int(restored.memory.bank.total) == 9
+
+
+@pytest.mark.parametrize("pos,neg", [("random", "random"), ("random", "hardest"), ("easy", "random")])
+@pytest.mark.parametrize("use", ["both", "negatives"])
+def test_random_strategies_draw_only_allowed_batch_and_bank_entries(pos, neg, use):
+    emb, labels, indices, past, past_labels, past_indices = batch_and_bank()
+    memory = CrossBatchMemory(size=10, dim=DIM, use=use).double()
+    memory.bank.enqueue(past, past_labels, past_indices)
+    bank_emb, bank_labels, bank_indices = memory.bank.get()
+    refs = torch.cat([emb.detach(), bank_emb])
+    ref_labels, ref_indices = torch.cat([labels, bank_labels]), torch.cat([indices, bank_indices])
+    sim = (emb.detach() @ refs.T).tolist()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        recorder = Recorder(TripletMiner(pos, neg))
+        m = CrossBatchMemory(size=10, dim=DIM, use=use).double()
+        m.bank.load_state_dict(memory.bank.state_dict())
+        m(Criterion(NCALoss(), recorder), emb, labels, indices, emb, labels, torch.arange(8))
+        t = recorder.triplets
+        assert len(t) > 0
+        for a, p, n in zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist()):
+            assert ref_labels[p] == labels[a] and p != a and sim[a][p] < DUPLICATE
+            assert not (p >= 8 and (use == "negatives" or ref_indices[p] == indices[a])), (a, p)
+            assert ref_labels[n] != labels[a]
