@@ -21,6 +21,7 @@ from hardneg.callbacks.checkpoint import ResumableCheckpoint, RunInterrupted
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
 from hardneg.loggers import build_logger
+from hardneg.memory.xbm import build_memory
 from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
 from hardneg.module import MetricLearningModule, NonFiniteLossError
@@ -171,9 +172,10 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     if use_cache:
         datamodule.use_features(*cached_backbone_features(net, datamodule, cfg.paths.cache_dir))
     num_train_classes = int(datamodule.splits.train.labels.max()) + 1
+    criterion = build_criterion(cfg, num_train_classes)
     module = MetricLearningModule(
         net=net,
-        criterion=build_criterion(cfg, num_train_classes),
+        criterion=criterion,
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         recall_ks=tuple(datamodule.recall_ks),
@@ -184,6 +186,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         eval_backend=cfg.eval.backend,
         eval_nonfinite=cfg.eval.get("nonfinite", "error"),
         eval_nmi=bool(cfg.eval.get("nmi", False)),
+        memory=build_memory(cfg.get("memory"), net.dim, criterion.loss),
+        param_groups=OmegaConf.to_container(cfg.optim.param_groups, resolve=True) if cfg.optim.get("param_groups") else {},
     )
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")

@@ -21,9 +21,11 @@ from hardneg.criterion import Criterion
 from hardneg.errors import UserError
 from hardneg.evaluation import NONFINITE_POLICIES as EVAL_NONFINITE_POLICIES
 from hardneg.evaluation import EmbeddingBuffer, Evaluation, evaluate_embeddings
+from hardneg.memory import CrossBatchMemory
 from hardneg.metrics.knn import check_backend
 from hardneg.models import EmbeddingNet
 from hardneg.nonfinite import NonFiniteGuard, NonFiniteLossError, broken_weights, gradient_norm
+from hardneg.optim import build_optimizer
 
 __all__ = ["MetricLearningModule", "NonFiniteLossError"]
 
@@ -43,6 +45,8 @@ class MetricLearningModule(L.LightningModule):
         eval_backend: str = "torch",
         eval_nonfinite: str = "error",
         eval_nmi: bool = False,
+        memory: CrossBatchMemory | None = None,
+        param_groups: dict | None = None,
     ):
         super().__init__()
         self.guard = NonFiniteGuard(nonfinite, max_consecutive_nonfinite)  # skip/stop policy and its counters
@@ -55,6 +59,8 @@ class MetricLearningModule(L.LightningModule):
         self.recall_ks, self.query_gallery, self.eval_nonfinite = tuple(recall_ks), query_gallery, eval_nonfinite
         self.eval_nmi = eval_nmi
         self._eval_buffer = EmbeddingBuffer()
+        self.memory = memory  # cross-batch memory (hardneg/memory); its bank is in the state_dict
+        self.param_group_options = dict(param_groups or {})  # see hardneg/optim.py
         self._finite_batches_since_step = 0  # a step with none is skipped (on_before_optimizer_step)
         self.eval_history: list[tuple[int, dict[str, float]]] = []  # (epoch, metrics)
         self.last_train_stats: dict[str, Tensor] = {}  # the latest step's stats, incl. (S_ap, S_an) points
@@ -104,10 +110,14 @@ class MetricLearningModule(L.LightningModule):
         a log): pooling needs no knowledge of a loss's normalisation, and costs one gather
         of 2 numbers per triplet.
         """
-        x, labels, _ = batch
+        x, labels, index = batch
         embeddings = self(x)
         ref, ref_labels, self_index, gather = self._gather(embeddings, labels)
-        loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
+        if self.memory is not None:  # references: the batch plus the bank (hardneg/memory/xbm.py)
+            loss, stats = self.memory(self.criterion, embeddings, labels, index, ref, ref_labels, self_index,
+                                      gather=gather, step=self.global_step)
+        else:
+            loss, stats = self.criterion(embeddings, labels, ref, ref_labels, self_index, gather=gather)
         # A pooled loss is the same number on every rank, so the ranks agree without asking.
         if not self._loss_is_finite(loss, same_on_all_ranks=gather is not None):
             return self._handle_nonfinite(loss, stats, x, embeddings)
@@ -265,16 +275,8 @@ class MetricLearningModule(L.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        groups = [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
-        loss_params = [p for p in self.criterion.parameters() if p.requires_grad]
-        if loss_params:  # proxies of proxy-based losses are optimised too, often at a larger LR
-            scale = getattr(self.criterion.loss, "lr_multiplier", 1.0)
-            groups.append({"params": loss_params, "lr_multiplier": scale})
-        optimizer = self.optimizer_factory(groups)
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * group.pop("lr_multiplier", 1.0)
+        # Parameter groups (backbone / head / loss proxies, optional layer-wise LR decay): hardneg/optim.py
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.criterion, **self.param_group_options)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
-
-

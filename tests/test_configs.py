@@ -13,7 +13,7 @@ def group_options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "loss", "mining", "optim", "trainer", "logger", "callbacks"])
+@pytest.mark.parametrize("group", ["data", "model", "loss", "mining", "optim", "memory", "trainer", "logger", "callbacks"])
 def test_every_option_of_every_group_composes(group):
     options = group_options(group)
     assert options, f"conf/{group}/ is empty"
@@ -30,7 +30,7 @@ def test_experiment_presets_compose(name):
 
 def test_paper_recipe_matches_the_official_table():
     cfg = compose(["experiment=paper/cars_sct"])
-    assert cfg.model.backbone == "resnet50" and cfg.model.dim == 64
+    assert cfg.model.backbone == "resnet50.tv_in1k" and cfg.model.dim == 64
     assert cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 80
     assert cfg.optim.optimizer.lr == pytest.approx(2e-2) and list(cfg.optim.scheduler.milestones) == [40]
     shn = compose(["experiment=paper/sop_shn"])

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from hardneg.models.pretrained import create_backbone
 
 BATCHNORM_MODES = ("train", "frozen", "sync")
+NECKS = ("none", "bn")
 
 # A frozen backbone or frozen BatchNorm is in eval mode when fitting starts, on purpose (see
 # EmbeddingNet.__init__); Lightning would warn about it at every fit.
@@ -28,6 +29,9 @@ class EmbeddingNet(nn.Module):
     images in NHWC layout (faster convolutions on tensor cores, with ``trainer.precision`` at
     bf16-mixed / 16-mixed); ``compile`` compiles the backbone with ``torch.compile`` in place
     (state dict keys unchanged; the first steps pay the compilation).
+    ``neck``: ``bn`` puts a BatchNorm1d between the linear head and the L2 normalisation (the
+    "BN-neck" of re-identification models, often used with ViT/ConvNeXt embeddings).
+    ``backbone_kwargs`` go to ``timm.create_model`` (e.g. ``dynamic_img_size`` for a ViT).
     """
 
     def __init__(
@@ -40,15 +44,20 @@ class EmbeddingNet(nn.Module):
         batchnorm: str = "train",
         channels_last: bool = False,
         compile: bool = False,
+        neck: str = "none",
+        backbone_kwargs: dict | None = None,
     ):
         super().__init__()
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"model.batchnorm={batchnorm!r} is unknown; choose one of {list(BATCHNORM_MODES)}")
+        if neck not in NECKS:
+            raise ValueError(f"model.neck={neck!r} is unknown; choose one of {list(NECKS)}")
         if dim < 1:
             raise ValueError(f"model.dim must be >= 1, got {dim}")
         self.backbone_name, self.pretrained, self.weights = backbone, pretrained, weights
-        self.backbone = create_backbone(backbone, pretrained, weights)
+        self.backbone = create_backbone(backbone, pretrained, weights, **dict(backbone_kwargs or {}))
         self.head = nn.Linear(self.backbone.num_features, dim)
+        self.neck = nn.BatchNorm1d(dim) if neck == "bn" else nn.Identity()
         self.dim, self.freeze_backbone, self.batchnorm = dim, freeze_backbone, batchnorm
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -83,7 +92,7 @@ class EmbeddingNet(nn.Module):
         return self
 
     def embed_features(self, features: Tensor) -> Tensor:
-        return F.normalize(self.head(features), dim=-1)
+        return F.normalize(self.neck(self.head(features)), dim=-1)
 
     def forward(self, images: Tensor) -> Tensor:
         if self.channels_last and images.dim() == 4:
