@@ -73,7 +73,7 @@ def plot_triplet_grid(groups: dict, path: str | Path, seed: int | None = None, b
         rows.append((method, pick[0], load_test_evals(pick[0].run_dir)))
     ncols = max((len(e) for _, _, e in rows), default=1)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.2 * len(rows)), squeeze=False)
-    for i, (method, run, evals) in enumerate(rows):
+    for i, (method, _run, evals) in enumerate(rows):
         for j in range(ncols):
             ax = axes[i][j]
             if j >= len(evals):
