@@ -21,7 +21,7 @@ def plot_recall_bars(groups: dict, path: str | Path, metric: str = "recall@1", t
     final = [[r.final[metric] for r in groups[m] if metric in r.final] for m in methods]
     start = [[r.initial[metric] for r in groups[m] if metric in r.initial] for m in methods]
     x = np.arange(len(methods))
-    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2, 4))
+    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 4, 4))
     mean = [np.mean(v) if v else np.nan for v in final]
     std = [np.std(v, ddof=1) if len(v) > 1 else 0 for v in final]
     ax.bar(x, mean, yerr=std, capsize=4, color="tab:blue", alpha=0.8, label="end of training (mean ± std)")
@@ -33,7 +33,7 @@ def plot_recall_bars(groups: dict, path: str | Path, metric: str = "recall@1", t
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per method, {max(len(v) for v in final)} seeds", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.subplots_adjust(right=0.75, bottom=0.2)
+    fig.subplots_adjust(left=0.1, right=0.72, bottom=0.2)
     return save_figure(fig, path)
 
 
@@ -72,7 +72,7 @@ def plot_triplet_grid(groups: dict, path: str | Path, seed: int | None = None, b
         pick = [r for r in runs if seed is None or r.seed == seed] or runs
         rows.append((method, pick[0], load_test_evals(pick[0].run_dir)))
     ncols = max((len(e) for _, _, e in rows), default=1)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.2 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols + 1.0, 2.2 * len(rows) + 0.6), squeeze=False)
     for i, (method, _run, evals) in enumerate(rows):
         for j in range(ncols):
             ax = axes[i][j]
@@ -84,16 +84,17 @@ def plot_triplet_grid(groups: dict, path: str | Path, seed: int | None = None, b
             for mask, cmap in ((correct, "Blues"), (~correct, "Reds")):
                 h = histogram(points[mask], bins).numpy().T.astype(float)
                 ax.imshow(np.ma.masked_equal(h, 0), origin="lower", extent=(-1, 1, -1, 1), cmap=cmap,
-                          norm=LogNorm(vmin=1, vmax=max(len(points), 2)), interpolation="nearest")
+                          norm=LogNorm(vmin=0.3, vmax=max(len(points) / 4, 2)), interpolation="nearest")
             draw_triplet_square(ax, 0.8 if method == "sct" else None)
             ax.set_xlabel("")
-            ax.set_ylabel(method if j == 0 else "", fontsize=9)
+            ax.set_ylabel(method if j == 0 else "", fontsize=10, fontweight="bold")
             ax.tick_params(labelsize=6)
             r1 = ev.get("metrics", {}).get("recall@1")
             ax.set_title(f"epoch {ev['epoch']}" + (f", R@1 {r1:.2f}" if r1 is not None else ""), fontsize=7)
-    fig.suptitle(f"test triplet diagrams (S_ap on x, S_an on y; blue: NN correct, red: wrong), seed {rows[0][1].seed}",
-                 fontsize=9)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.03, top=0.93, wspace=0.15, hspace=0.35)
+    fig.suptitle(f"test triplet diagrams, seed {rows[0][1].seed}\nS_ap on x, S_an on y; blue: NN correct, red: wrong;"
+                 " log colour scale", fontsize=9)
+    fig.subplots_adjust(left=0.14, right=0.98, bottom=0.03, top=1 - 0.6 / (2.2 * len(rows) + 0.6),
+                        wspace=0.25, hspace=0.35)
     return save_figure(fig, path)
 
 
