@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         commands = part_commands(sweep_dir, args.testbed, args.methods, args.seeds, args.jobs, args.overrides)
         print(f"study: {len(args.methods)} methods x {len(args.seeds)} seeds on testbed {args.testbed!r}; "
               f"runs under {sweep_dir} (logs: {sweep_dir}/part*.log)", flush=True)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "study_command.txt").write_text(command + "\n")  # --report-only shows it later
         code = run_parts(commands, sweep_dir, args.threads)
     from hardneg.study.report import write_report
 

@@ -37,10 +37,13 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
     groups = by_method(runs, methods)
     settings = sweep_settings(sweep_dir)
     text = table(groups, settings.get("max_epochs"))
+    launched = Path(sweep_dir) / "study_command.txt"
     lines = [
         "# Study: hn, shn, sct and baselines",
         "",
-        f"Command: `{command}`",
+        *([f"Runs made by: `{launched.read_text().strip()}` (each part's Hydra command: "
+           f"`{Path(sweep_dir) / 'commands.sh'}`)", ""] if launched.exists() else []),
+        f"Report made by: `{command}`",
         "",
         f"Runs: {len(runs)} finished under `{sweep_dir}`"
         + (f"; {len(missing)} without results (failed or unfinished): "

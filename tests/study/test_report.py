@@ -8,7 +8,7 @@ def test_report_only_writes_table_verdicts_and_figures(tmp_path):
     out = tmp_path / "report"
     assert main(["--report-only", str(tmp_path / "sweep"), "--out", str(out), "--methods", "hn", "shn", "sct"]) == 0
     readme = (out / "README.md").read_text()
-    assert "Command: `python -m hardneg.study --report-only" in readme
+    assert "Report made by: `python -m hardneg.study --report-only" in readme
     assert "| sct | 3 |" in readme and "**hn collapses**: holds" in readme
     assert "1 without results" in readme  # the unfinished job is named, not dropped
     for name in ("recall_at_1", "hn_ratio", "test_triplets_grid"):
