@@ -85,6 +85,7 @@ def plot_triplet_grid(groups: dict, path: str | Path, seed: int | None = None, b
                 h = histogram(points[mask], bins).numpy().T.astype(float)
                 ax.imshow(np.ma.masked_equal(h, 0), origin="lower", extent=(-1, 1, -1, 1), cmap=cmap,
                           norm=LogNorm(vmin=0.3, vmax=max(len(points) / 4, 2)), interpolation="nearest")
+            mark_crowded_bin(ax, points, bins)
             draw_triplet_square(ax, 0.8 if method == "sct" else None)
             ax.set_xlabel("")
             ax.set_ylabel(method if j == 0 else "", fontsize=10, fontweight="bold")
@@ -96,6 +97,22 @@ def plot_triplet_grid(groups: dict, path: str | Path, seed: int | None = None, b
     fig.subplots_adjust(left=0.14, right=0.98, bottom=0.03, top=1 - 0.6 / (2.2 * len(rows) + 0.6),
                         wspace=0.25, hspace=0.35)
     return save_figure(fig, path)
+
+
+def mark_crowded_bin(ax, points, bins: int, share: float = 0.95) -> None:
+    """Circle and label a bin holding more than ``share`` of the anchors: a collapsed run's
+    diagram is one bin at (1, 1), nearly invisible on its own."""
+    if not len(points):
+        return
+    h = histogram(points, bins)
+    top = int(h.argmax())
+    if h.flatten()[top] / len(points) <= share:
+        return
+    i, j = divmod(top, bins)
+    x, y = -1 + (i + 0.5) * 2 / bins, -1 + (j + 0.5) * 2 / bins
+    ax.scatter([x], [y], s=180, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5)
+    ax.text(0.04, 0.5, f"collapsed:\n{float(h.flatten()[top]) / len(points):.0%} of anchors\nin one bin",
+            transform=ax.transAxes, fontsize=7, va="center")
 
 
 def tile_gradient_fields(groups: dict, path: str | Path) -> Path | None:
