@@ -42,7 +42,7 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
         "# Study: hn, shn, sct and baselines",
         "",
         *([f"Runs made by: `{launched.read_text().strip()}` (each part's Hydra command: "
-           f"`{Path(sweep_dir) / 'commands.sh'}`)", ""] if launched.exists() else []),
+           "[commands.sh](commands.sh))", ""] if launched.exists() else []),
         f"Report made by: `{command}`",
         "",
         f"Runs: {len(runs)} finished under `{sweep_dir}`"
@@ -73,6 +73,8 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
     ]
     lines += [f"![{p.stem}](figures/{p.name})" for p in made if p is not None]
     out.mkdir(parents=True, exist_ok=True)
+    if (Path(sweep_dir) / "commands.sh").exists():
+        (out / "commands.sh").write_text((Path(sweep_dir) / "commands.sh").read_text())
     (out / "table.md").write_text(text + "\n")
     report = "\n".join(lines) + "\n"
     (out / "README.md").write_text(report)
