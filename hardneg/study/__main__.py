@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         code = run_parts(commands, sweep_dir, args.threads)
     from hardneg.study.report import write_report
 
-    write_report(sweep_dir, out, command=command, methods=args.methods)
+    try:
+        write_report(sweep_dir, out, command=command, methods=args.methods)
+    except FileNotFoundError as err:
+        print(f"hardneg: error: {err}", file=sys.stderr)
+        return 2
     print(f"study report: {out / 'README.md'}")
     return code
 

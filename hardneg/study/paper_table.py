@@ -114,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sweep-dir", type=Path)
     run.add_argument("--dry-run", action="store_true", help="print the command only")
     run.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse's sub-commands do not take "--" themselves: everything after it is an override
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     show = sub.add_parser("show", help="print measured beside reported numbers for a sweep directory")
     show.add_argument("sweep_dir", type=Path)
     show.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = p.parse_args(argv)
     if args.cmd == "run":
-        command = sweep_command(args.data, args.seeds, args.launcher, args.sweep_dir, args.overrides)
+        command = sweep_command(args.data, args.seeds, args.launcher, args.sweep_dir, args.overrides + extra)
         print(shlex.join(command), flush=True)
         if args.dry_run:
             return 0

@@ -54,3 +54,10 @@ def test_every_paper_preset_has_reported_numbers_and_a_config():
         for method in ("shn", "sct"):
             assert set(spec["metrics"]) <= set(spec[method]), (data, method)
             assert (config_dir() / "experiment" / "paper" / f"{data}_{method}.yaml").exists()
+
+
+def test_run_dry_run_passes_overrides_after_double_dash(capsys):
+    assert main(["run", "cars", "--seeds", "0", "1", "--dry-run", "--", "hydra.launcher.n_jobs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "experiment=paper/cars_hn,paper/cars_shn,paper/cars_sct seed=0,1" in printed
+    assert printed.strip().endswith("hydra.launcher.n_jobs=2")

@@ -23,3 +23,8 @@ def test_unknown_method_is_rejected_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--report-only", str(tmp_path), "--methods", "nonsense"])
     assert "no conf/experiment/nonsense.yaml" in capsys.readouterr().err
+
+
+def test_missing_sweep_dir_is_a_clear_error(tmp_path, capsys):
+    assert main(["--report-only", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
