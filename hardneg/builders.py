@@ -38,7 +38,8 @@ def build_net(cfg: DictConfig) -> tuple[EmbeddingNet, bool]:
 def build_criterion(cfg: DictConfig, num_train_classes: int | None = None) -> Criterion:
     """Loss + miner; losses that hold per-class proxies get ``num_classes`` from the data."""
     loss_cfg = cfg.loss
-    if "num_classes" in loss_cfg and OmegaConf.is_missing(loss_cfg, "num_classes"):
+    # `in` is False for a ??? value in OmegaConf: ask the keys.
+    if "num_classes" in loss_cfg.keys() and OmegaConf.is_missing(loss_cfg, "num_classes"):
         if num_train_classes is None:
             raise ConfigError("loss.num_classes is required (number of training classes)")
         loss_cfg = OmegaConf.merge(loss_cfg, {"num_classes": num_train_classes})

@@ -37,12 +37,12 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
     groups = by_method(runs, methods)
     settings = sweep_settings(sweep_dir)
     text = table(groups, settings.get("max_epochs"))
-    launched = Path(sweep_dir) / "study_command.txt"
+    launched = sorted(Path(sweep_dir).glob("**/study_command.txt"))  # a rerun of some methods adds one
     lines = [
         "# Study: hn, shn, sct and baselines",
         "",
-        *([f"Runs made by: `{launched.read_text().strip()}` (each part's Hydra command: "
-           "[commands.sh](commands.sh))", ""] if launched.exists() else []),
+        *(["Runs made by: " + "; then ".join(f"`{f.read_text().strip()}`" for f in launched)
+           + " (each part's Hydra command: [commands.sh](commands.sh))", ""] if launched else []),
         f"Report made by: `{command}`",
         "",
         f"Runs: {len(runs)} finished under `{sweep_dir}`"
@@ -73,8 +73,9 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
     ]
     lines += [f"![{p.stem}](figures/{p.name})" for p in made if p is not None]
     out.mkdir(parents=True, exist_ok=True)
-    if (Path(sweep_dir) / "commands.sh").exists():
-        (out / "commands.sh").write_text((Path(sweep_dir) / "commands.sh").read_text())
+    commands = sorted(Path(sweep_dir).glob("**/commands.sh"))
+    if commands:
+        (out / "commands.sh").write_text("".join(f.read_text() for f in commands))
     (out / "table.md").write_text(text + "\n")
     report = "\n".join(lines) + "\n"
     (out / "README.md").write_text(report)

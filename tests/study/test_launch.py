@@ -29,3 +29,11 @@ def test_every_testbed_and_method_composes(make_cfg):
         assert cfg.callbacks.collapse.action == "continue"
     with pytest.raises(KeyError):
         overrides("nonsense")
+
+
+def test_proxy_anchor_gets_its_class_count_from_the_data(make_cfg):
+    """OmegaConf's `in` is False for a ??? value: the builder used to leave num_classes unset."""
+    from hardneg.builders import build_criterion
+
+    criterion = build_criterion(make_cfg(["experiment=proxy_anchor"]), num_train_classes=7)
+    assert criterion.loss.proxies.shape[0] == 7
