@@ -37,7 +37,7 @@ def write_report(sweep_dir: Path, out: Path, command: str, methods: list[str] | 
     groups = by_method(runs, methods)
     settings = sweep_settings(sweep_dir)
     text = table(groups, settings.get("max_epochs"))
-    launched = sorted(Path(sweep_dir).glob("**/study_command.txt"))  # a rerun of some methods adds one
+    launched = sorted(Path(sweep_dir).glob("**/study_command.txt"), key=lambda f: f.stat().st_mtime)  # reruns add one
     lines = [
         "# Study: hn, shn, sct and baselines",
         "",
