@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help install run test test-all lint format bench clean
+.PHONY: help install run test test-all lint format bench study paper-table clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ format: $(STAMP)  ## ruff format + import sorting
 
 bench: $(STAMP)  ## speed and memory against peers and naive baselines (minutes)
 	$(PY) experiments/bench/run_all.py $(ARGS)
+
+study: $(STAMP)  ## the study: hn/shn/sct + baselines x 3 seeds on the CPU testbed, table + figures (ARGS="--jobs 3")
+	$(PY) -m hardneg.study $(ARGS)
+
+paper-table: $(STAMP)  ## a paper table as one sweep, e.g. ARGS="run cub --launcher submitit_slurm" or ARGS="show multirun/paper/cub"
+	$(PY) -m hardneg.study.paper_table $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

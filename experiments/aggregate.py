@@ -1,5 +1,9 @@
 """Aggregate a Hydra multirun into the paper's kind of table: mean ± std over seeds.
 
+Every column of the README's results table: the metrics, the epoch-0 R@1, the test
+embeddings' mean cosine similarity and effective rank at the last evaluation, the mined
+hard-triplet share (hn_ratio) in the first and last training epoch, and the collapse verdict.
+
     python -m hardneg.run -m loss=sct,nca mining=easy_hard,easy_semihard seed=0,1,2
     python experiments/aggregate.py multirun/2026-11-29/10-00-00 [--metrics recall@1 map@r] [--out table.md]
 
@@ -17,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from hardneg.study.runs import hn_ratio_curve
+
 
 def load_jobs(sweep_dir: Path) -> tuple[dict[str, list[dict]], list[Path], list[str]]:
     """Results grouped by the overrides that vary between jobs (seed excluded), failed jobs,
@@ -31,29 +37,43 @@ def load_jobs(sweep_dir: Path) -> tuple[dict[str, list[dict]], list[Path], list[
         key = " ".join(o for o in overrides if not o.startswith("seed=") and o not in common) or "(defaults)"
         results = job / "results.json"
         if results.exists():
-            groups[key].append(json.loads(results.read_text()))
+            result = json.loads(results.read_text())
+            result["hn_ratio_curve"] = hn_ratio_curve(job) if (job / "analysis").is_dir() else []
+            groups[key].append(result)
         else:
             failed.append(job)
     return groups, failed, [o for o in common if not o.startswith("seed=")]
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     if not values:
         return "–"
-    mean = 100 * statistics.fmean(values)
+    mean = scale * statistics.fmean(values)
     if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def end_geometry(result: dict, key: str) -> float | None:
+    """``key`` of the test embeddings at the last evaluation (summary.test_geometry)."""
+    geometry = (result.get("summary") or {}).get("test_geometry") or {}
+    return geometry[max(geometry, key=int)].get(key) if geometry else None
 
 
 def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
-    header = ["run", "seeds", "R@1 epoch 0", *metrics, "collapsed"]
+    header = ["run", "seeds", "R@1 epoch 0", *metrics, "test mean sim.", "eff. rank", "hn_ratio start → end",
+              "collapsed"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, runs in sorted(groups.items()):
         initial = [r["initial"]["recall@1"] for r in runs if r.get("initial")]
         cells = [mean_std([r["final"][m] for r in runs if m in r["final"]]) for m in metrics]
+        sim = [v for v in (end_geometry(r, "mean_similarity") for r in runs) if v is not None]
+        rank = [v for v in (end_geometry(r, "effective_rank") for r in runs) if v is not None]
+        curves = [r["hn_ratio_curve"] for r in runs if r.get("hn_ratio_curve")]
+        hn = f"{mean_std([c[0][1] for c in curves], 1)} → {mean_std([c[-1][1] for c in curves], 1)}" if curves else "–"
         collapsed = sum(bool((r.get("summary", {}).get("collapse") or {}).get("collapsed")) for r in runs)
-        lines.append(f"| {key} | {len(runs)} | {mean_std(initial)} | " + " | ".join(cells) + f" | {collapsed}/{len(runs)} |")
+        cells += [mean_std(sim, 1, 3), mean_std(rank, 1, 1), hn, f"{collapsed}/{len(runs)}"]
+        lines.append(f"| {key} | {len(runs)} | {mean_std(initial)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
