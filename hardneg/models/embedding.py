@@ -75,12 +75,6 @@ class EmbeddingNet(nn.Module):
     def num_features(self) -> int:
         return self.backbone.num_features
 
-    def weights_id(self) -> str:
-        """Names the backbone weights, for feature-cache keys."""
-        if not self.pretrained:
-            return "random-init"
-        return f"pretrained-{self.weights or 'default'}"
-
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze_backbone:

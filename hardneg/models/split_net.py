@@ -87,9 +87,6 @@ class SplitEmbeddingNet(nn.Module):
     def num_features(self) -> int:
         return self._num_features
 
-    def weights_id(self) -> str:
-        return "random-init" if not self.pretrained else f"pretrained-{self.weights or 'default'}"
-
     def train(self, mode: bool = True):
         super().train(mode)
         self.backbone.eval()
