@@ -136,10 +136,12 @@ class TripletSpaceCallback(L.Callback):
 
     @staticmethod
     def _reduce_over_ranks(trainer: L.Trainer, pl_module, counts: TripletCounts) -> TripletCounts:
-        """Sum every rank's histograms and counters (each rank only sees its own anchors). The bank
-        part is summed too; it exists after the sum when any rank counted bank flags (one gather
-        each for histograms and scalars, so every rank calls the same collectives)."""
-        if trainer.world_size == 1:
+        """Sum every rank's histograms and counters when each rank mined its own anchors
+        (``mining.scope=local``). With ``scope=global`` every rank's stats already hold the pooled
+        triplets of all ranks (see ``Criterion``): summing would count each one world-size times.
+        The bank part is summed too; it exists after the sum when any rank counted bank flags (one
+        gather each for histograms and scalars, so every rank calls the same collectives)."""
+        if trainer.world_size == 1 or getattr(pl_module.criterion.miner, "scope", "local") == "global":
             return counts
         bank = counts.bank or TripletCounts(counts.bins, counts.threshold, sct=counts.sct)
         numbers = lambda c: [c.count, c.hard, c.above_threshold, c.sum_ap, c.sum_an]  # noqa: E731

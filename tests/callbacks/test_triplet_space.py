@@ -80,8 +80,9 @@ def test_analyze_explains_a_directory_without_analysis_data(tmp_path, capsys):
     assert "triplet_space" in capsys.readouterr().err
 
 
-def fake_module(loss=None):
-    return SimpleNamespace(criterion=Criterion(loss or SCTLoss(threshold=0.7), TripletMiner()), last_train_stats={},
+def fake_module(loss=None, scope="local"):
+    return SimpleNamespace(criterion=Criterion(loss or SCTLoss(threshold=0.7), TripletMiner(scope=scope)),
+                           last_train_stats={},
                            device=torch.device("cpu"), all_gather=lambda t: torch.stack([t, t]), summary={})
 
 
@@ -97,6 +98,9 @@ def test_a_skipped_step_is_not_counted_twice_and_ranks_are_summed():
     both = callback._reduce_over_ranks(SimpleNamespace(world_size=2), module, callback._counts)
     assert both.count == 4 and both.hard == 2 and int(both.hist.sum()) == 4
     assert both.sct and both.threshold == 0.7
+    # mining.scope=global: every rank's stats are already the pooled ones of all ranks, kept as they are
+    pooled = callback._reduce_over_ranks(SimpleNamespace(world_size=2), fake_module(scope="global"), callback._counts)
+    assert pooled.count == 2 and torch.equal(pooled.hist, callback._counts.hist)
 
 
 def test_only_an_sct_run_gets_the_threshold_line_in_training_and_test_diagrams(tmp_path):
