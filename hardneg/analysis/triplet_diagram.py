@@ -4,6 +4,10 @@ Training diagrams accumulate a 2-D histogram of the mined triplets over an epoch
 memory at any dataset size). Test diagrams take, for each test anchor, its most similar
 positive and its most similar negative; the anchor's nearest neighbour is correct exactly
 when that point lies below the diagonal, so the correct/wrong colouring and Recall@1 agree.
+
+With a cross-batch memory (``memory=xbm``) a mined negative may come from the bank: the training
+counts then also keep the bank-negative triplets apart (``TripletCounts.bank``) and the diagram
+draws two panels, in-batch | bank negatives, each with its own hard share.
 """
 from __future__ import annotations
 
@@ -31,7 +35,12 @@ def histogram(points: Tensor, bins: int = DEFAULT_BINS) -> Tensor:
 
 @dataclass
 class TripletCounts:
-    """A triplet diagram's data, accumulated batch by batch: the histogram and exact shares."""
+    """A triplet diagram's data, accumulated batch by batch: the histogram and exact shares.
+
+    The totals always cover every mined triplet. ``bank`` is None unless some step flagged which
+    negatives came from a cross-batch memory; it then holds the counts of those triplets alone (a
+    subset of the totals), and ``in_batch()`` the rest.
+    """
 
     bins: int = DEFAULT_BINS
     threshold: float = DEFAULT_SCT_THRESHOLD
@@ -42,13 +51,26 @@ class TripletCounts:
     sum_ap: float = 0.0
     sum_an: float = 0.0
     sct: bool = False  # the run's loss is SCT: its threshold line is drawn (the shares are kept for every loss)
+    bank: TripletCounts | None = None  # the triplets whose negative came from the memory bank
 
     def __post_init__(self):
         if self.hist is None:
             self.hist = torch.zeros(self.bins, self.bins, dtype=torch.long)
+        if isinstance(self.bank, dict):  # from a state dict (checkpoint or analysis file)
+            self.bank = TripletCounts.from_state_dict(self.bank)
 
-    def add(self, points: Tensor) -> None:
+    def add(self, points: Tensor, bank_negative: Tensor | None = None) -> None:
+        """Count ``points`` [T, 2]; ``bank_negative`` [T] (bool, from ``stats["bank_negative"]``)
+        marks the triplets whose negative came from the memory bank."""
         points = points.detach().float().cpu()
+        if bank_negative is not None:
+            bank_negative = bank_negative.detach().cpu().bool()
+            if bank_negative.shape != points.shape[:1]:
+                raise ValueError(f"bank_negative has shape {tuple(bank_negative.shape)}, expected one flag per "
+                                 f"triplet point ({len(points)})")
+            if self.bank is None:
+                self.bank = TripletCounts(self.bins, self.threshold, sct=self.sct)
+            self.bank.add(points[bank_negative])
         if len(points) == 0:
             return
         self.hist += histogram(points, self.bins)
@@ -58,21 +80,36 @@ class TripletCounts:
         self.sum_ap += float(points[:, 0].sum())
         self.sum_an += float(points[:, 1].sum())
 
+    def in_batch(self) -> TripletCounts:
+        """The triplets whose negative came from the batch: the totals less the bank's."""
+        bank = self.bank or TripletCounts(self.bins, self.threshold)
+        return TripletCounts(
+            self.bins, self.threshold, self.hist - bank.hist, self.count - bank.count, self.hard - bank.hard,
+            self.above_threshold - bank.above_threshold, self.sum_ap - bank.sum_ap, self.sum_an - bank.sum_an,
+            self.sct)
+
     def summary(self) -> dict[str, float]:
         n = max(self.count, 1)
-        return {
+        out = {
             "count": self.count, "hn_ratio": self.hard / n, "above_threshold": self.above_threshold / n,
             "s_ap": self.sum_ap / n, "s_an": self.sum_an / n,
         }
+        if self.bank is not None:  # NaN where a side has no triplet (a ratio of nothing)
+            batch = self.in_batch()
+            out["bank_negative_share"] = self.bank.count / n
+            out["hn_ratio_batch"] = batch.hard / batch.count if batch.count else float("nan")
+            out["hn_ratio_bank"] = self.bank.hard / self.bank.count if self.bank.count else float("nan")
+        return out
 
     def state_dict(self) -> dict:
         return {"bins": self.bins, "threshold": self.threshold, "hist": self.hist, "count": self.count,
                 "hard": self.hard, "above_threshold": self.above_threshold, "sum_ap": self.sum_ap,
-                "sum_an": self.sum_an, "sct": self.sct}
+                "sum_an": self.sum_an, "sct": self.sct,
+                "bank": None if self.bank is None else self.bank.state_dict()}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> TripletCounts:
-        return cls(**state)
+        return cls(**state)  # a state saved before the bank existed has no "bank": None
 
 
 def best_match_points(
@@ -166,21 +203,59 @@ def plot_train_diagram(counts: TripletCounts, path: str | Path, title: str) -> P
 
 
 def make_train_diagram(counts: TripletCounts, title: str):
-    """The training diagram as an open figure; the SCT threshold line only when ``counts.sct``."""
+    """The training diagram as an open figure; the SCT threshold line only when ``counts.sct``.
+    With bank negatives counted (``counts.bank``) it has two panels, see ``make_bank_diagram``."""
+    if counts.bank is not None:
+        return make_bank_diagram(counts, title)
     fig, (ax,) = new_figure()
     image = _draw_histogram(ax, counts.hist, "viridis", float(counts.hist.max()))
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, label="triplets per bin")
     colorbar.ax.minorticks_off()  # dozens of log-scale minor labels, slow to lay out and unread
     draw_triplet_square(ax, counts.threshold if counts.sct else None)
     mark_heavy_bins(ax, counts.hist, "triplets")
-    s = counts.summary()
-    lines = [f"triplets: {s['count']}", f"hard (S_an > S_ap): {s['hn_ratio']:.1%}",
-             f"mean S_ap {s['s_ap']:.3f}, S_an {s['s_an']:.3f}"]
-    if counts.sct:
-        lines.insert(2, f"S_an > {counts.threshold:g}: {s['above_threshold']:.1%}")
-    annotate(ax, lines)
+    annotate(ax, _train_lines(counts))
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(wrap(title), fontsize=9)
+    return fig
+
+
+def _train_lines(counts: TripletCounts, total: int | None = None) -> list[str]:
+    """The text box of a training diagram (panel); ``total``: all triplets, when this is a part of them."""
+    s = counts.summary()
+    share = f" ({counts.count / total:.1%} of all)" if total else ""
+    lines = [f"triplets: {s['count']}{share}", f"hard (S_an > S_ap): {s['hn_ratio']:.1%}"]
+    if counts.count:  # means of nothing would read "nan"
+        lines.append(f"mean S_ap {s['s_ap']:.3f}, S_an {s['s_an']:.3f}")
+    if counts.sct:
+        lines.insert(2, f"S_an > {counts.threshold:g}: {s['above_threshold']:.1%}")
+    return lines
+
+
+BANK_PANELS = (("in_batch", "negative from the batch", "in-batch triplets"),
+               ("bank", "negative from the memory bank", "bank triplets"))
+
+
+def make_bank_diagram(counts: TripletCounts, title: str):
+    """Two panels, in-batch | bank negatives, on one log colour scale so their densities compare;
+    each panel's text box gives its triplet count, share of all and hn_ratio. Axes carry the
+    ``gid`` ``"in_batch"`` / ``"bank"``."""
+    parts = {"in_batch": counts.in_batch(), "bank": counts.bank}
+    vmax = float(max(part.hist.max() for part in parts.values()))
+    fig, axes = new_figure(ncols=2)
+    fig.subplots_adjust(top=0.78)  # room for the figure title above the panel titles
+    for ax, (key, heading, what) in zip(axes, BANK_PANELS, strict=True):
+        part = parts[key]
+        ax.set_gid(key)
+        image = _draw_histogram(ax, part.hist, "viridis", vmax)
+        draw_triplet_square(ax, counts.threshold if counts.sct else None)
+        mark_heavy_bins(ax, part.hist, what)
+        annotate(ax, _train_lines(part, counts.count))
+        ax.set_title(heading, fontsize=9)
+    colorbar = fig.colorbar(image, ax=axes, shrink=0.8, label="triplets per bin")
+    colorbar.ax.minorticks_off()
+    axes[0].legend(loc="upper left", fontsize=7)
+    s = counts.summary()
+    fig.suptitle(wrap(f"{title}\nall {counts.count} triplets: hard {s['hn_ratio']:.1%}", 110), fontsize=9)
     return fig
 
 

@@ -1,7 +1,7 @@
 """Triplet-space figures and collapse diagnostics during training (logged to W&B as images).
 
 Per training epoch: the 2-D histogram of the mined triplets' (S_ap, S_an) and the hn_ratio
-curve. Per evaluation (``on_evaluation``, called by the module with its ``Evaluation``): each
+curve; with a cross-batch memory, in two panels (negative from the batch | from the bank). Per evaluation (``on_evaluation``, called by the module with its ``Evaluation``): each
 test anchor's best positive vs best negative, coloured by whether its nearest neighbour is
 correct, and the curve of the collapse diagnostics of the test embeddings (the module logs them
 as ``test/mean_similarity``, ``test/effective_rank``, ``test/dims_in_use``). Once per run: the
@@ -44,13 +44,13 @@ class TripletSpaceCallback(L.Callback):
 
     # -- checkpoints: the histories behind the curves, and the running epoch's histogram ---
     def state_dict(self) -> dict:
-        pack = lambda c: None if c is None else dataclasses.asdict(c)  # noqa: E731
+        pack = lambda c: None if c is None else c.state_dict()  # noqa: E731
         return {"counts": pack(self._counts), "history": [[e, pack(c)] for e, c in self._history],
                 "evaluations": {int(e): v for e, v in self._evaluations.items()},
                 "started": self._started}
 
     def load_state_dict(self, state: dict) -> None:
-        unpack = lambda c: None if c is None else TripletCounts(**c)  # noqa: E731
+        unpack = lambda c: None if c is None else TripletCounts.from_state_dict(c)  # noqa: E731
         self._counts = unpack(state["counts"])
         self._history = [(int(e), unpack(c)) for e, c in state["history"]]
         self._evaluations = {int(e): v for e, v in state["evaluations"].items()}
@@ -98,7 +98,7 @@ class TripletSpaceCallback(L.Callback):
         if self._counts is None or stats is self._seen_stats or "points" not in stats:
             return
         self._seen_stats = stats
-        self._counts.add(stats["points"])
+        self._counts.add(stats["points"], stats.get("bank_negative"))  # the flag: memory=xbm only
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if self._counts is None:
@@ -136,15 +136,28 @@ class TripletSpaceCallback(L.Callback):
 
     @staticmethod
     def _reduce_over_ranks(trainer: L.Trainer, pl_module, counts: TripletCounts) -> TripletCounts:
-        """Sum every rank's histogram and counters (each rank only sees its own anchors)."""
-        if trainer.world_size == 1:
+        """Sum every rank's histograms and counters when each rank mined its own anchors
+        (``mining.scope=local``). With ``scope=global`` every rank's stats already hold the pooled
+        triplets of all ranks (see ``Criterion``): summing would count each one world-size times.
+        The bank part is summed too; it exists after the sum when any rank counted bank flags (one
+        gather each for histograms and scalars, so every rank calls the same collectives)."""
+        if trainer.world_size == 1 or getattr(pl_module.criterion.miner, "scope", "local") == "global":
             return counts
-        scalars = torch.tensor([counts.count, counts.hard, counts.above_threshold, counts.sum_ap, counts.sum_an],
+        bank = counts.bank or TripletCounts(counts.bins, counts.threshold, sct=counts.sct)
+        numbers = lambda c: [c.count, c.hard, c.above_threshold, c.sum_ap, c.sum_an]  # noqa: E731
+        scalars = torch.tensor([*numbers(counts), *numbers(bank), float(counts.bank is not None)],
                                dtype=torch.float64, device=pl_module.device)
-        hist = pl_module.all_gather(counts.hist.to(pl_module.device)).sum(0).cpu()
+        hists = pl_module.all_gather(torch.stack([counts.hist, bank.hist]).to(pl_module.device)).sum(0).cpu()
         total = pl_module.all_gather(scalars).sum(0).cpu().tolist()
-        return dataclasses.replace(counts, hist=hist, count=int(total[0]), hard=int(total[1]),
-                                   above_threshold=int(total[2]), sum_ap=total[3], sum_an=total[4])
+
+        def summed(c: TripletCounts, hist, values) -> TripletCounts:
+            return dataclasses.replace(c, hist=hist, count=int(values[0]), hard=int(values[1]),
+                                       above_threshold=int(values[2]), sum_ap=values[3], sum_an=values[4], bank=None)
+
+        reduced = summed(counts, hists[0], total[:5])
+        if total[10] > 0:
+            reduced.bank = summed(bank, hists[1], total[5:10])
+        return reduced
 
     # -- test split -----------------------------------------------------------------------
     def on_evaluation(self, trainer: L.Trainer, pl_module, evaluation) -> None:

@@ -205,3 +205,96 @@ def test_a_spread_diagram_marks_nothing():
     assert max(share for *_, share in heavy_bins(histogram(points), share=0)) < HEAVY_BIN_SHARE
     _, centres, notes = marked(diagram_axes(make_test_diagram(points, points[:, 0] > points[:, 1], "t")))
     assert len(centres) == 0 and notes == []
+
+
+# -- cross-batch memory: in-batch and bank negatives apart --------------------------------------
+def fabricated_bank_stats(steps=3, n=200, seed=0):
+    """Per step: points and a bank flag; bank negatives are made harder (S_an shifted up)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        points = torch.rand(n, 2, generator=g) * 1.2 - 0.6
+        flag = torch.rand(n, generator=g) < 0.6
+        points[flag, 1] += 0.4
+        out.append((points, flag))
+    return out
+
+
+def test_bank_counts_are_the_flagged_triplets_and_in_batch_the_rest():
+    steps = fabricated_bank_stats()
+    counts = TripletCounts(bins=8, threshold=0.5)
+    for points, flag in steps:
+        counts.add(points, flag)
+    points, flag = torch.cat([p for p, _ in steps]), torch.cat([f for _, f in steps])
+    for part, where in ((counts.bank, flag), (counts.in_batch(), ~flag)):
+        chosen = points[where]
+        assert part.count == len(chosen) and torch.equal(part.hist, histogram(chosen, 8))
+        assert part.hard == int((chosen[:, 1] > chosen[:, 0]).sum())
+        assert part.above_threshold == int((chosen[:, 1] > 0.5).sum())
+        assert abs(part.sum_an - float(chosen[:, 1].sum())) < 1e-3
+    s = counts.summary()  # the totals stay those of every triplet, as without memory
+    assert s["count"] == len(points) and s["hn_ratio"] == pytest.approx(float((points[:, 1] > points[:, 0]).float().mean()))
+    assert s["bank_negative_share"] == pytest.approx(float(flag.float().mean()))
+    hard = points[:, 1] > points[:, 0]
+    assert s["hn_ratio_bank"] == pytest.approx(float(hard[flag].float().mean()))
+    assert s["hn_ratio_batch"] == pytest.approx(float(hard[~flag].float().mean()))
+    assert s["hn_ratio_bank"] > s["hn_ratio_batch"]  # the fabricated bank negatives are the harder ones
+
+
+def test_without_bank_flags_nothing_changes_and_old_states_load():
+    counts = TripletCounts(bins=4)
+    counts.add(spread_points(50))
+    assert counts.bank is None and set(counts.summary()) == {"count", "hn_ratio", "above_threshold", "s_ap", "s_an"}
+    state = counts.state_dict()
+    del state["bank"]  # saved before the memory existed
+    assert TripletCounts.from_state_dict(state).bank is None
+
+
+def test_bank_counts_survive_their_state_dict_and_a_wrong_flag_is_refused():
+    counts = TripletCounts(bins=6)
+    for points, flag in fabricated_bank_stats(steps=2, n=40):
+        counts.add(points, flag)
+    again = TripletCounts.from_state_dict(counts.state_dict())
+    assert again.summary() == counts.summary() and torch.equal(again.bank.hist, counts.bank.hist)
+    counts.add(torch.zeros(0, 2), torch.zeros(0, dtype=torch.bool))  # an empty step with the flag: fine
+    with pytest.raises(ValueError, match="one flag per triplet"):
+        counts.add(torch.zeros(3, 2), torch.zeros(2, dtype=torch.bool))
+
+
+def test_a_step_with_bank_flags_but_no_bank_negative_still_opens_the_bank_panel():
+    counts = TripletCounts(bins=4)
+    counts.add(spread_points(10), torch.zeros(10, dtype=torch.bool))  # the bank was searched, lost every time
+    s = counts.summary()
+    assert counts.bank.count == 0 and s["bank_negative_share"] == 0 and np.isnan(s["hn_ratio_bank"])
+    fig = make_train_diagram(counts, "train")
+    assert [ax.get_gid() for ax in fig.axes if ax.get_xlabel().startswith("S_ap")] == ["in_batch", "bank"]
+
+
+def test_train_diagram_with_bank_draws_in_batch_and_bank_panels_on_one_scale():
+    counts = TripletCounts(bins=10, sct=True, threshold=0.8)
+    for points, flag in fabricated_bank_stats():
+        counts.add(points, flag)
+    fig = make_train_diagram(counts, "mined training triplets, epoch 1")
+    panels = {ax.get_gid(): ax for ax in fig.axes if ax.get_xlabel().startswith("S_ap")}
+    assert set(panels) == {"in_batch", "bank"}
+    s = counts.summary()
+    for key, part, ratio in (("in_batch", counts.in_batch(), s["hn_ratio_batch"]),
+                             ("bank", counts.bank, s["hn_ratio_bank"])):
+        ax = panels[key]
+        (image,) = ax.get_images()
+        shown = np.ma.filled(image.get_array(), 0).T  # drawn transposed (rows are S_an), empty bins masked
+        assert np.array_equal(shown, part.hist.numpy())
+        assert image.norm.vmax == float(max(counts.bank.hist.max(), counts.in_batch().hist.max()))
+        texts = " ".join(t.get_text() for t in ax.texts)
+        assert f"hard (S_an > S_ap): {ratio:.1%}" in texts and f"triplets: {part.count} (" in texts
+        assert horizontal_lines_at(ax, 0.8) and has_diagonal(ax)
+    assert panels["bank"].get_title() == "negative from the memory bank"
+    assert f"hard {s['hn_ratio']:.1%}" in fig._suptitle.get_text()
+
+
+def test_train_diagram_without_bank_keeps_one_panel():
+    counts = TripletCounts(bins=10)
+    counts.add(spread_points())
+    fig = make_train_diagram(counts, "train")
+    assert len([ax for ax in fig.axes if ax.get_xlabel().startswith("S_ap")]) == 1
+    assert fig._suptitle is None

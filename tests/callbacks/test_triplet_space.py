@@ -5,16 +5,20 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import torch
 
+from hardneg.analysis import artifacts
+from hardneg.analysis.triplet_diagram import TripletCounts, make_train_diagram
 from hardneg.analyze import main as analyze_main
 from hardneg.analyze import regenerate
+from hardneg.builders import build_run
 from hardneg.callbacks import TripletSpaceCallback
 from hardneg.criterion import Criterion
 from hardneg.evaluation import evaluate_embeddings
 from hardneg.losses import MarginTripletLoss, SCTLoss
 from hardneg.mining import TripletMiner
-from hardneg.run import train
+from hardneg.run import resolve_run_dir, train
 
 FIGURES = [
     "gradient_field.png", "hn_ratio.png", "collapse.png", "train_triplets/epoch_001.png",
@@ -76,8 +80,9 @@ def test_analyze_explains_a_directory_without_analysis_data(tmp_path, capsys):
     assert "triplet_space" in capsys.readouterr().err
 
 
-def fake_module(loss=None):
-    return SimpleNamespace(criterion=Criterion(loss or SCTLoss(threshold=0.7), TripletMiner()), last_train_stats={},
+def fake_module(loss=None, scope="local"):
+    return SimpleNamespace(criterion=Criterion(loss or SCTLoss(threshold=0.7), TripletMiner(scope=scope)),
+                           last_train_stats={},
                            device=torch.device("cpu"), all_gather=lambda t: torch.stack([t, t]), summary={})
 
 
@@ -93,6 +98,9 @@ def test_a_skipped_step_is_not_counted_twice_and_ranks_are_summed():
     both = callback._reduce_over_ranks(SimpleNamespace(world_size=2), module, callback._counts)
     assert both.count == 4 and both.hard == 2 and int(both.hist.sum()) == 4
     assert both.sct and both.threshold == 0.7
+    # mining.scope=global: every rank's stats are already the pooled ones of all ranks, kept as they are
+    pooled = callback._reduce_over_ranks(SimpleNamespace(world_size=2), fake_module(scope="global"), callback._counts)
+    assert pooled.count == 2 and torch.equal(pooled.hist, callback._counts.hist)
 
 
 def test_only_an_sct_run_gets_the_threshold_line_in_training_and_test_diagrams(tmp_path):
@@ -110,3 +118,63 @@ def test_only_an_sct_run_gets_the_threshold_line_in_training_and_test_diagrams(t
         record = torch.load(tmp_path / name / "analysis" / "test_epoch_000.pt", weights_only=True)
         assert record["threshold"] == line
         assert (tmp_path / name / "figures" / "test_triplets" / "epoch_000.png").stat().st_size > 5_000
+
+
+# -- cross-batch memory: bank negatives counted apart -------------------------------------------
+def test_bank_flags_are_counted_apart_summed_over_ranks_and_checkpointed(tmp_path):
+    callback, module = TripletSpaceCallback(bins=4), fake_module()
+    trainer = SimpleNamespace(world_size=1)
+    callback.on_train_epoch_start(trainer, module)
+    module.last_train_stats = {"points": torch.tensor([[0.1, 0.5], [0.9, -0.2]])}  # before memory.start_step
+    callback.on_train_batch_end(trainer, module, None, None, 0)
+    assert callback._counts.bank is None
+    module.last_train_stats = {"points": torch.tensor([[0.1, 0.5], [0.2, 0.8], [0.9, 0.1]]),
+                               "bank_negative": torch.tensor([True, True, False])}
+    callback.on_train_batch_end(trainer, module, None, None, 1)
+    counts = callback._counts
+    assert (counts.count, counts.hard, counts.bank.count, counts.bank.hard) == (5, 3, 2, 2)
+    assert counts.in_batch().count == 3 and counts.in_batch().hard == 1
+    both = callback._reduce_over_ranks(SimpleNamespace(world_size=2), module, counts)
+    assert (both.count, both.hard, both.bank.count, both.bank.hard) == (10, 6, 4, 4)
+    assert torch.equal(both.bank.hist, 2 * counts.bank.hist) and both.bank.sct and both.bank.threshold == 0.7
+    plain = TripletCounts(4, 0.7)
+    plain.add(torch.tensor([[0.1, 0.5]]))
+    assert callback._reduce_over_ranks(SimpleNamespace(world_size=2), module, plain).bank is None  # no memory
+
+    callback._history = [(1, both)]
+    torch.save(callback.state_dict(), tmp_path / "state.pt")
+    restored = TripletSpaceCallback(bins=4)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert restored._counts.summary() == counts.summary() and torch.equal(restored._counts.bank.hist, counts.bank.hist)
+    assert restored._history[0][1].summary() == both.summary()
+
+
+class StatsRecorder(L.Callback):
+    """Copies of every training step's mined points and bank flags."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        stats = pl_module.last_train_stats
+        self.steps.append((stats["points"].clone(), stats.get("bank_negative")))
+
+
+def test_a_memory_run_draws_in_batch_and_bank_panels_from_its_steps_flags(make_cfg):
+    cfg = make_cfg(["memory=xbm", "memory.size=30", "eval.at_start=false",
+                    "callbacks.retrieval_examples=null", "callbacks.triplet_space.gradient_field=false"])
+    run = build_run(cfg, resolve_run_dir(cfg))
+    recorder = StatsRecorder()
+    run.trainer.callbacks.insert(0, recorder)
+    run.execute()
+    run_dir = Path(run.trainer.default_root_dir)
+    (epoch, counts), = artifacts.load_train_counts(run_dir)
+    assert epoch == 1 and len(recorder.steps) == 3 and recorder.steps[0][1] is None  # step 1: the bank is empty
+    points = torch.cat([p for p, _ in recorder.steps])
+    flags = torch.cat([torch.zeros(len(p), dtype=torch.bool) if f is None else f for p, f in recorder.steps])
+    assert counts.count == len(points) and counts.bank.count == int(flags.sum()) > 0
+    assert counts.bank.hard == int((points[flags, 1] > points[flags, 0]).sum())
+    assert counts.in_batch().hard == int((points[~flags, 1] > points[~flags, 0]).sum())
+    assert (run_dir / "figures" / "train_triplets" / "epoch_001.png").stat().st_size > 5_000
+    fig = make_train_diagram(counts, "redrawn")  # what `hardneg.analyze` draws from the saved counts
+    assert [ax.get_gid() for ax in fig.axes if ax.get_xlabel().startswith("S_ap")] == ["in_batch", "bank"]
