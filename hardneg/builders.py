@@ -20,7 +20,7 @@ from hardneg import distributed, resume
 from hardneg.callbacks.checkpoint import ResumableCheckpoint, RunInterrupted
 from hardneg.criterion import Criterion
 from hardneg.errors import ConfigError
-from hardneg.loggers import build_logger
+from hardneg.loggers import build_logger, run_summary, write_run_summary
 from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
 from hardneg.module import MetricLearningModule, NonFiniteLossError
@@ -135,8 +135,12 @@ class Run:
             "resumes": resumes,
             "summary": module.summary,
             "train": {k: float(v) for k, v in module.last_train_stats.items() if v.dim() == 0},
+            # Images replaced by grey substitutes (data.on_corrupt); in-memory data has none.
+            "corrupt_images": int(getattr(self.datamodule, "corrupt_image_count", lambda: 0)()),
         }
         if self.trainer.is_global_zero:
+            write_run_summary(self.trainer.loggers, run_summary(result, result["corrupt_images"],
+                                                                self.trainer.current_epoch))
             tmp = path.with_name(".results.json.tmp")
             tmp.write_text(json.dumps(result, indent=2))
             tmp.replace(path)
