@@ -11,6 +11,7 @@ import csv
 import logging
 import netrc
 import os
+import re
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -130,7 +131,10 @@ def run_identity(run_config: DictConfig, experiment: str | None = None, sweep_di
     data = _short(run_config.data._target_, "DataModule")
     seed = int(run_config.seed)
     if sweep_dir:
-        stamp = "_".join(Path(sweep_dir).parts[-2:])  # multirun/<date>/<time> -> <date>_<time>
+        parts = Path(sweep_dir).parts
+        # Hydra's default multirun/<date>/<time> -> <date>_<time>; a named one (multirun/cars_seeds) -> its name.
+        timed = len(parts) > 1 and re.fullmatch(r"\d{2}-\d{2}-\d{2}", parts[-1])
+        stamp = f"{parts[-2]}_{parts[-1]}" if timed else parts[-1]
         group = f"{experiment}-{stamp}" if experiment else stamp
     else:
         group = experiment

@@ -4,7 +4,10 @@ The W&B checks read what the offline run wrote (``<run_dir>/wandb/offline-run-*/
 exactly what ``wandb sync`` would upload, no mocks.
 """
 import json
+import os
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +69,7 @@ def test_run_identity_names_the_method_and_seed_and_groups_a_sweep(make_cfg):
     swept = run_identity(cfg, experiment="paper/cars_sct", sweep_dir="multirun/2026-12-02/14-22-00")
     assert swept["group"] == "paper/cars_sct-2026-12-02_14-22-00"
     assert run_identity(cfg, sweep_dir="multirun/2026-12-02/14-22-00")["group"] == "2026-12-02_14-22-00"
+    assert run_identity(cfg, sweep_dir="multirun/cars_seeds")["group"] == "cars_seeds"
     # Two seeds of one sweep: same group, different names.
     other = run_identity(make_cfg(["loss=nca", "mining=easy_semihard", "seed=4"]), "e", "multirun/d/t")
     assert other["group"] == run_identity(cfg, "e", "multirun/d/t")["group"] and other["name"] != swept["name"]
@@ -119,3 +123,21 @@ def test_offline_wandb_run_is_named_tagged_and_summarised(make_cfg):
         assert summary[f"final/{key}"] == pytest.approx(value)
     saved = json.loads(Path(result["run_dir"], "results.json").read_text())
     assert saved["corrupt_images"] == 0
+
+
+def test_runs_of_one_cli_sweep_share_a_group_and_differ_in_name(tmp_path):
+    """The group comes from Hydra's sweep directory, which only the real ``-m`` CLI has."""
+    from tests.conftest import FAST_OVERRIDES
+
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith(("logger=", "trainer.limit_train_batches"))]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    sweep = tmp_path / "multirun" / "seeds_study"
+    subprocess.run(
+        [sys.executable, "-m", "hardneg.run", "-m", "seed=0,1", *overrides, "trainer.limit_train_batches=1",
+         "logger=wandb", "logger.mode=offline", "eval.at_start=false", "callbacks.triplet_space=null",
+         "callbacks.retrieval_examples=null", f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"],
+        check=True, capture_output=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    views = [wandb_run_view(sweep / str(job)) for job in (0, 1)]
+    assert [v["group"] for v in views] == ["seeds_study", "seeds_study"]
+    assert [v["name"] for v in views] == ["sct-easy_hardest-s0", "sct-easy_hardest-s1"]
