@@ -1,13 +1,15 @@
 """``python -m hardneg.evaluate ckpt=...``: retrieval metrics of a saved checkpoint, no training.
 
-The model architecture and the dataset must match the checkpoint: when the checkpoint sits in a
-run directory (``<run_dir>/checkpoints/*.ckpt``) the run's saved ``config.yaml`` supplies
-``model`` and ``data`` unless ``model=...`` / ``data=...`` are given on the command line.
+The net is rebuilt from the run config saved in the checkpoint
+(``MetricLearningModule.load_from_checkpoint``): always the model it was trained with. The
+dataset: when the checkpoint sits in a run directory (``<run_dir>/checkpoints/*.ckpt``) the
+run's saved ``config.yaml`` supplies ``data`` unless ``data=...`` is given on the command line.
 
 Safety: a checkpoint or config from elsewhere is data, not code. The checkpoint is read with
 ``torch.load(weights_only=True)`` (tensors and plain values only); one that needs more is refused
-unless ``trust_checkpoint=true``. A ``_target_`` taken from the run's config is instantiated
-only from hardneg's own namespace unless ``allow_foreign_targets=true``.
+unless ``trust_checkpoint=true``. A ``_target_`` taken from the run's config.yaml is instantiated
+only from hardneg's own namespace, one from the checkpoint's saved config only from the
+namespaces a config may use, unless ``allow_foreign_targets=true``.
 
 The evaluation is the training run's (``hardneg.evaluation``): same metrics, same checks
 (non-finite embeddings per ``eval.nonfinite``, recall Ks that fit the test set). Test

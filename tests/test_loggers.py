@@ -141,3 +141,29 @@ def test_runs_of_one_cli_sweep_share_a_group_and_differ_in_name(tmp_path):
     views = [wandb_run_view(sweep / str(job)) for job in (0, 1)]
     assert [v["group"] for v in views] == ["seeds_study", "seeds_study"]
     assert [v["name"] for v in views] == ["sct-easy_hardest-s0", "sct-easy_hardest-s1"]
+
+
+def test_corrupt_images_reach_results_and_the_wandb_summary(make_cfg, tmp_path):
+    from tests.data.conftest import make_cub
+
+    data = make_cub(tmp_path / "data")
+    bad = [data / "images" / "005.Bird_5" / "Bird_5_0.jpg", data / "images" / "008.Bird_8" / "Bird_8_1.jpg"]
+    for path in bad:  # test-split images (classes 5-8 are held out), read at every evaluation
+        path.write_bytes(b"not an image at all")
+    cfg = make_cfg(["data=cub", f"data.root={data}", "data.image_size=16", "data.batch_size=4",
+                    "data.eval_batch_size=4", "data.num_workers=0", "data.recall_ks=[1,2,4]", "model=tiny", "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=1", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+                    "callbacks.triplet_space=null", "callbacks.retrieval_examples=null",
+                    "logger=wandb", "logger.mode=offline"], fast=False)
+    with pytest.warns(UserWarning):  # the corrupt-image warnings, naming the files
+        result = train(cfg)
+    assert result["corrupt_images"] == 2
+    assert json.loads(Path(result["run_dir"], "results.json").read_text())["corrupt_images"] == 2
+    assert wandb_run_view(result["run_dir"])["summary"]["corrupt_images"] == 2
+    from rich.console import Console
+
+    from hardneg.report import print_results
+
+    console = Console(record=True, width=200)
+    print_results(result, cfg, console)
+    assert "2 unreadable image(s) replaced by grey substitutes" in console.export_text()
