@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from hardneg import distributed, resume
 from hardneg.callbacks.checkpoint import ResumableCheckpoint, RunInterrupted
 from hardneg.criterion import Criterion
-from hardneg.errors import ConfigError
-from hardneg.loggers import build_logger
+from hardneg.errors import ConfigError, UserError
+from hardneg.loggers import build_logger, run_summary, write_run_summary
 from hardneg.memory.xbm import build_memory
 from hardneg.models import EmbeddingNet
 from hardneg.models.feature_cache import cached_backbone_features
@@ -49,6 +49,84 @@ def build_criterion(cfg: DictConfig, num_train_classes: int | None = None) -> Cr
             raise ConfigError("loss.num_classes is required (number of training classes)")
         loss_cfg = OmegaConf.merge(loss_cfg, {"num_classes": num_train_classes})
     return Criterion(instantiate(loss_cfg), instantiate(cfg.mining))
+
+
+def build_module(cfg: DictConfig, net: EmbeddingNet, num_train_classes: int, recall_ks: tuple[int, ...],
+                 query_gallery: bool, inputs_are_features: bool = False) -> MetricLearningModule:
+    """The LightningModule of a run; it saves the resolved run config (with the number of
+    training classes filled in) so that ``load_from_checkpoint`` can rebuild it."""
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(run_config.get("loss"), dict) and run_config["loss"].get("num_classes") == "???":
+        run_config["loss"]["num_classes"] = num_train_classes
+    criterion = build_criterion(cfg, num_train_classes)
+    return MetricLearningModule(
+        net=net,
+        criterion=criterion,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        recall_ks=recall_ks,
+        query_gallery=query_gallery,
+        nonfinite=cfg.nonfinite,
+        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
+        inputs_are_features=inputs_are_features,
+        eval_backend=cfg.eval.backend,
+        eval_nonfinite=cfg.eval.get("nonfinite", "error"),
+        eval_nmi=bool(cfg.eval.get("nmi", False)),
+        memory=build_memory(cfg.get("memory"), net.dim, criterion.loss),
+        param_groups=OmegaConf.to_container(cfg.optim.param_groups, resolve=True) if cfg.optim.get("param_groups") else {},
+        run_config=run_config,
+    )
+
+
+# The parts of a saved run config that rebuilding its module instantiates.
+MODULE_GROUPS = ("model", "loss", "mining", "optim", "memory")
+
+
+def module_from_checkpoint(path, map_location="cpu", strict: bool = True, trust: bool = False,
+                           allow_foreign_targets: bool = False) -> MetricLearningModule:
+    """``MetricLearningModule.load_from_checkpoint``: the module rebuilt from the run config the
+    checkpoint holds, its weights loaded; the net embeds images (a run that trained on cached
+    backbone features still saved the backbone), no pretrained weights are fetched."""
+    from hardneg.evaluate import read_checkpoint
+    from hardneg.validate import allowed_target_prefixes
+
+    checkpoint = read_checkpoint(Path(path), trust, map_location)
+    saved = checkpoint.get("hyper_parameters") or {}
+    if "run_config" not in saved:
+        raise UserError(
+            f"{path} holds no run config (saved by an older hardneg); evaluate it with "
+            "python -m hardneg.evaluate ckpt=... model=<the model it was trained with>"
+        )
+    cfg = OmegaConf.create(saved["run_config"])
+    prefixes = allowed_target_prefixes()
+    foreign = [t for t in _targets(OmegaConf.to_container(cfg, resolve=False), MODULE_GROUPS)
+               if not t.split("=", 1)[1].startswith(prefixes)]
+    if foreign and not allow_foreign_targets:
+        raise ConfigError(
+            f"the run config saved in {path} names classes outside {', '.join(p.rstrip('.') for p in prefixes)}: "
+            f"{', '.join(foreign)}. Loading would run that code; if you trust the file, pass allow_foreign_targets=True"
+        )
+    cfg.model.pretrained, cfg.model.cache_features = False, False  # the checkpoint has the weights
+    net, _ = build_net(cfg)
+    module = build_module(cfg, net, int(cfg.loss.get("num_classes") or 0) or None, tuple(saved["recall_ks"]),
+                          bool(saved["query_gallery"]))
+    module.load_state_dict(checkpoint["state_dict"], strict=strict)
+    return module.eval()
+
+
+def _targets(node, groups=None, where: str = "") -> list[str]:
+    """``key._target_=value`` for every ``_target_`` in (the given top-level groups of) a config."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            found.append(f"{where}._target_={node['_target_']}")
+        for key, value in node.items():
+            if groups is None or key in groups:
+                found += _targets(value, None, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _targets(value, None, f"{where}[{i}]")
+    return found
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
@@ -137,8 +215,12 @@ class Run:
             "resumes": resumes,
             "summary": module.summary,
             "train": {k: float(v) for k, v in module.last_train_stats.items() if v.dim() == 0},
+            # Images replaced by grey substitutes (data.on_corrupt); in-memory data has none.
+            "corrupt_images": int(getattr(self.datamodule, "corrupt_image_count", lambda: 0)()),
         }
         if self.trainer.is_global_zero:
+            write_run_summary(self.trainer.loggers, run_summary(result, result["corrupt_images"],
+                                                                self.trainer.current_epoch))
             tmp = path.with_name(".results.json.tmp")
             tmp.write_text(json.dumps(result, indent=2))
             tmp.replace(path)
@@ -172,23 +254,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     if use_cache:
         datamodule.use_features(*cached_backbone_features(net, datamodule, cfg.paths.cache_dir))
     num_train_classes = int(datamodule.splits.train.labels.max()) + 1
-    criterion = build_criterion(cfg, num_train_classes)
-    module = MetricLearningModule(
-        net=net,
-        criterion=criterion,
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        recall_ks=tuple(datamodule.recall_ks),
-        query_gallery=datamodule.protocol == "query_gallery",
-        nonfinite=cfg.nonfinite,
-        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
-        inputs_are_features=use_cache,
-        eval_backend=cfg.eval.backend,
-        eval_nonfinite=cfg.eval.get("nonfinite", "error"),
-        eval_nmi=bool(cfg.eval.get("nmi", False)),
-        memory=build_memory(cfg.get("memory"), net.dim, criterion.loss),
-        param_groups=OmegaConf.to_container(cfg.optim.param_groups, resolve=True) if cfg.optim.get("param_groups") else {},
-    )
+    module = build_module(cfg, net, num_train_classes, tuple(datamodule.recall_ks),
+                          datamodule.protocol == "query_gallery", inputs_are_features=use_cache)
     if cfg.model.batchnorm == "sync" and not torch.cuda.is_available():
         raise ConfigError("model.batchnorm=sync needs GPUs (SyncBatchNorm); use train or frozen on CPU")
     trainer = instantiate(

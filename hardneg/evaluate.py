@@ -1,13 +1,15 @@
 """``python -m hardneg.evaluate ckpt=...``: retrieval metrics of a saved checkpoint, no training.
 
-The model architecture and the dataset must match the checkpoint: when the checkpoint sits in a
-run directory (``<run_dir>/checkpoints/*.ckpt``) the run's saved ``config.yaml`` supplies
-``model`` and ``data`` unless ``model=...`` / ``data=...`` are given on the command line.
+The net is rebuilt from the run config saved in the checkpoint
+(``MetricLearningModule.load_from_checkpoint``): always the model it was trained with. The
+dataset: when the checkpoint sits in a run directory (``<run_dir>/checkpoints/*.ckpt``) the
+run's saved ``config.yaml`` supplies ``data`` unless ``data=...`` is given on the command line.
 
 Safety: a checkpoint or config from elsewhere is data, not code. The checkpoint is read with
 ``torch.load(weights_only=True)`` (tensors and plain values only); one that needs more is refused
-unless ``trust_checkpoint=true``. A ``_target_`` taken from the run's config is instantiated
-only from hardneg's own namespace unless ``allow_foreign_targets=true``.
+unless ``trust_checkpoint=true``. A ``_target_`` taken from the run's config.yaml is instantiated
+only from hardneg's own namespace, one from the checkpoint's saved config only from the
+namespaces a config may use, unless ``allow_foreign_targets=true``.
 
 The evaluation is the training run's (``hardneg.evaluation``): same metrics, same checks
 (non-finite embeddings per ``eval.nonfinite``, recall Ks that fit the test set). Test
@@ -78,11 +80,12 @@ def with_run_config(cfg: DictConfig, chosen: Iterable[str] = ()) -> DictConfig:
     return OmegaConf.create(merged)
 
 
-def load_state_dict(ckpt: Path, trust: bool = False) -> dict:
+def read_checkpoint(ckpt: Path, trust: bool = False, map_location="cpu") -> dict:
+    """A Lightning checkpoint's contents, read as data (tensors and plain values) unless ``trust``."""
     if not ckpt.exists():
         raise UserError(f"checkpoint {ckpt} does not exist; pass ckpt=<run_dir>/checkpoints/last.ckpt")
     try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=not trust)
+        checkpoint = torch.load(ckpt, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
         raise UserError(
             f"{ckpt} holds objects beyond tensors and plain values, which loading would execute as code "
@@ -90,23 +93,27 @@ def load_state_dict(ckpt: Path, trust: bool = False) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{ckpt} is not a hardneg/Lightning checkpoint (no state_dict in it)")
-    return checkpoint["state_dict"]
+    return checkpoint
+
+
+def load_state_dict(ckpt: Path, trust: bool = False) -> dict:
+    return read_checkpoint(ckpt, trust)["state_dict"]
 
 
 def load_net(cfg: DictConfig, ckpt: Path):
-    from hardneg.builders import build_net
+    """The checkpoint's embedding net, rebuilt from the run config saved in it: the model it was
+    trained with, whatever ``model=`` says."""
+    from hardneg.module import MetricLearningModule
 
-    state = load_state_dict(ckpt, cfg.get("trust_checkpoint", False))
-    params = OmegaConf.merge(cfg.model, {"cache_features": False, "pretrained": False})
-    net, _ = build_net(OmegaConf.merge(cfg, {"model": params}))
-    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    missing, unexpected = net.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{ckpt} does not fit model={cfg.model.backbone} dim={cfg.model.dim}: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}; pass the model config the checkpoint was trained with"
-        )
-    return net.eval()
+    module = MetricLearningModule.load_from_checkpoint(
+        ckpt, trust_checkpoint=cfg.get("trust_checkpoint", False),
+        allow_foreign_targets=cfg.get("allow_foreign_targets", False),
+    )
+    saved_model = module.hparams["run_config"]["model"]
+    if saved_model != OmegaConf.to_container(cfg.model, resolve=True):
+        log.info("%s: using the model it was trained with (%s), not model=%s", ckpt,
+                 saved_model.get("backbone"), cfg.model.get("backbone"))
+    return module.net.eval()
 
 
 @torch.no_grad()

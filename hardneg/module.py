@@ -47,8 +47,12 @@ class MetricLearningModule(L.LightningModule):
         eval_nmi: bool = False,
         memory: CrossBatchMemory | None = None,
         param_groups: dict | None = None,
+        run_config: dict | None = None,
     ):
         super().__init__()
+        if run_config is not None:  # plain values only: load_from_checkpoint rebuilds net and criterion from it
+            self.save_hyperparameters({"run_config": run_config, "recall_ks": list(recall_ks),
+                                       "query_gallery": query_gallery}, logger=False)
         self.guard = NonFiniteGuard(nonfinite, max_consecutive_nonfinite)  # skip/stop policy and its counters
         self.net, self.criterion = net, criterion
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -280,3 +284,15 @@ class MetricLearningModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location="cpu", strict: bool = True,
+                             trust_checkpoint: bool = False, allow_foreign_targets: bool = False):
+        """The module of a hardneg checkpoint, rebuilt from the run config saved in it (no config
+        files needed), in eval mode. Read with ``torch.load(weights_only=True)`` unless
+        ``trust_checkpoint``; the saved ``_target_``s must lie in the namespaces a config may use
+        (hardneg.validate) unless ``allow_foreign_targets``."""
+        from hardneg.builders import module_from_checkpoint
+
+        return module_from_checkpoint(checkpoint_path, map_location, strict, trust_checkpoint, allow_foreign_targets)

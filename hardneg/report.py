@@ -33,6 +33,9 @@ def print_results(result: dict, cfg: DictConfig, console: Console | None = None)
     collapse = (result.get("summary") or {}).get("collapse") or {}
     if collapse.get("collapsed"):
         console.print(f"[bold yellow]embedding collapse:[/] {collapse.get('message', '')}")
+    if result.get("corrupt_images"):
+        console.print(f"[yellow]{result['corrupt_images']} unreadable image(s) replaced by grey substitutes "
+                      "(data.on_corrupt)[/]")
     if result.get("skipped_steps"):
         console.print(f"[yellow]{result['skipped_steps']} step(s) skipped for a non-finite loss[/]")
     console.print(f"run directory: {result['run_dir']}")

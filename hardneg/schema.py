@@ -134,7 +134,6 @@ CODE_CHOICES = {
     "margin.distance": ("hardneg.losses.margin", "DISTANCES"),
     "margin.reduction": ("hardneg.losses.margin", "REDUCTIONS"),
     "contrastive.reduction": ("hardneg.losses.contrastive", "REDUCTIONS"),
-    "logger.kind": ("hardneg.loggers", "LOGGER_KINDS"),
     "logger.mode": ("hardneg.loggers", "WANDB_MODES"),
     "collapse.action": ("hardneg.callbacks.collapse", "ACTIONS"),
     "triplet_space.keep_embeddings": ("hardneg.analysis.artifacts", "KEEP_EMBEDDINGS"),
@@ -226,7 +225,6 @@ def by_path() -> dict[str, dict[str, Value]]:
             "limit_val_batches": BATCH_LIMIT,
         },
         "logger": {
-            "kind": code("logger.kind"),
             "mode": code("logger.mode"),
             "project": text(),
             "entity": text(null=True),

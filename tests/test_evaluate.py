@@ -70,3 +70,48 @@ def test_a_checkpoint_with_pickled_objects_needs_trust(tmp_path):
     with pytest.raises(UserError, match="trust_checkpoint=true"):
         load_state_dict(path)
     assert list(load_state_dict(path, trust=True)) == ["net.w"]
+
+
+def test_load_from_checkpoint_rebuilds_the_module_from_the_file_alone(make_cfg, tmp_path):
+    import shutil
+
+    from hardneg.module import MetricLearningModule
+
+    cfg = make_cfg(["loss=proxy_anchor", "model.dim=16"])  # a loss with state of its own (proxies)
+    result = train(cfg)
+    # Copied away from its run directory: no config.yaml next to it.
+    ckpt = shutil.copy(f"{result['run_dir']}/checkpoints/last.ckpt", tmp_path / "alone.ckpt")
+    checkpoint = torch.load(ckpt, weights_only=True)  # plain values only, loadable as data
+    assert checkpoint["hyper_parameters"]["run_config"]["model"]["dim"] == 16
+    module = MetricLearningModule.load_from_checkpoint(ckpt)
+    assert not module.training
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    from hardneg.builders import build_net
+
+    reference, _ = build_net(make_cfg(["model.dim=16"]))
+    reference.load_state_dict(weights)
+    reference.eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(module(x), reference(x))
+    assert torch.equal(module.criterion.loss.proxies, checkpoint["state_dict"]["criterion.loss.proxies"])
+
+
+def test_load_from_checkpoint_refuses_foreign_targets_in_the_saved_config(make_cfg, tmp_path):
+    from hardneg.errors import ConfigError
+    from hardneg.module import MetricLearningModule
+
+    result = train(make_cfg())
+    checkpoint = torch.load(f"{result['run_dir']}/checkpoints/last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["run_config"]["model"]["_target_"] = "os.system"
+    torch.save(checkpoint, tmp_path / "odd.ckpt")
+    with pytest.raises(ConfigError, match=r"model\._target_=os\.system.*allow_foreign_targets=True"):
+        MetricLearningModule.load_from_checkpoint(tmp_path / "odd.ckpt")
+
+
+def test_a_checkpoint_without_a_saved_config_is_named(tmp_path):
+    from hardneg.module import MetricLearningModule
+
+    torch.save({"state_dict": {"net.w": torch.zeros(2)}}, tmp_path / "old.ckpt")
+    with pytest.raises(UserError, match="holds no run config"):
+        MetricLearningModule.load_from_checkpoint(tmp_path / "old.ckpt")
