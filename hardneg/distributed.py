@@ -17,6 +17,8 @@ import torch.distributed as dist
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch import Tensor
 
+from hardneg.errors import UserError
+
 # torch >= 2.9 names them *_single and deprecates the old names; older torch has only those.
 _all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_flat = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -42,6 +44,22 @@ class _AllGather(torch.autograd.Function):
         out = grad.new_empty(grad.shape[1:])
         _reduce_scatter_flat(out, flat)
         return out
+
+
+def check_equal_step_counts(counts: list[int]) -> None:
+    """Global mining all-gathers the embeddings at every step, so every process must run the same
+    number of steps; otherwise the processes with more steps wait at a gather that never comes
+    (a gloo/NCCL timeout much later). ``counts``: training batches per epoch of each rank."""
+    if len(set(counts)) > 1:
+        per_rank = ", ".join(f"rank {rank}: {n}" for rank, n in enumerate(counts))
+        raise UserError(
+            f"the training processes have different numbers of batches per epoch ({per_rank}). "
+            "With mining.scope=global every step all-gathers the embeddings, so every process must run "
+            "the same number of steps. hardneg's class-balanced batch sampler (hardneg/data/samplers.py) "
+            "shards by whole classes and gives every process the same count: use it for a custom dataset, "
+            "or set trainer.limit_train_batches to a count every process reaches, or mine per process "
+            "with mining.scope=local."
+        )
 
 
 def all_gather(x: Tensor) -> Tensor:

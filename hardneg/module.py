@@ -83,6 +83,12 @@ class MetricLearningModule(L.LightningModule):
         """Mining over the whole global batch is on (and matters: several processes)."""
         return self._world_size() > 1 and self.criterion.miner.scope == "global"
 
+    def on_train_epoch_start(self) -> None:
+        batches = float(self.trainer.num_training_batches)  # inf for a loader without a length
+        if self._global_scope() and batches != float("inf"):  # a clear error, not a hanging gather
+            count = torch.tensor([batches], device=self.device)
+            distributed.check_equal_step_counts([int(c) for c in self.all_gather(count).view(-1).tolist()])
+
     def _gather(self, embeddings: Tensor, labels: Tensor):
         """(references, their labels, this rank's anchors' columns among them, row gather).
 
