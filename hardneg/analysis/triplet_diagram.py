@@ -11,6 +11,7 @@ draws two panels, in-batch | bank negatives, each with its own hard share.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,10 @@ class TripletCounts:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> TripletCounts:
-        return cls(**state)  # a state saved before the bank existed has no "bank": None
+        # A state saved before the bank existed has no "bank" (None); one saved before the unused
+        # "extra" field was dropped still has it: keep only the fields this version knows.
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in state.items() if key in known})
 
 
 def best_match_points(
