@@ -9,7 +9,6 @@ With ``LOCAL_RANK``/``RANK`` set, Lightning's ``ddp`` joins the processes it fin
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +23,7 @@ from hardneg.losses import MultiSimilarityLoss, NCALoss, ProxyAnchorLoss, SCTLos
 from hardneg.mining import TripletMiner
 from hardneg.models import EmbeddingNet
 from hardneg.module import MetricLearningModule
+from tests.ddp_helpers import run_ranks
 
 WORLD, CLASSES, K, DIM = 2, 8, 2, 8
 
@@ -175,19 +175,9 @@ def uneven_gather(rank: int) -> dict:
     return {"pooled": pooled.detach(), "grad": x.grad, "empty": tuple(empty.shape), "branches": grads}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    import torch.multiprocessing as mp
-
-    out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_worker, tmp_path_factory.mktemp("ddp"), WORLD)
 
 
 def assert_close(a: dict, b: dict, atol=1e-6):

@@ -17,6 +17,14 @@ NECKS = ("none", "bn")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
+def freeze_batchnorm_statistics(module: nn.Module) -> None:
+    """Put every BatchNorm of ``module`` in eval mode: running statistics stay as pretrained,
+    affine weights still train (``model.batchnorm=frozen``)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 class EmbeddingNet(nn.Module):
     """``forward(images)`` and, for cached backbone features, ``embed_features(features)``.
 
@@ -80,9 +88,7 @@ class EmbeddingNet(nn.Module):
         if self.freeze_backbone:
             self.backbone.eval()
         elif mode and self.batchnorm == "frozen":
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batchnorm_statistics(self.backbone)
         return self
 
     def embed_features(self, features: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hardneg.models.embedding import freeze_batchnorm_statistics
 from hardneg.models.pretrained import create_backbone
 
 SPLIT_BATCHNORM_MODES = ("train", "frozen")
@@ -91,9 +92,7 @@ class SplitEmbeddingNet(nn.Module):
         super().train(mode)
         self.backbone.eval()
         if mode and self.batchnorm == "frozen":
-            for m in self.top.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batchnorm_statistics(self.top)
         return self
 
     def embed_features(self, features: Tensor) -> Tensor:

@@ -7,7 +7,6 @@ embeddings, step 3 against A's and B's (A's own images then are ignored as posit
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +22,7 @@ from hardneg.memory import CrossBatchMemory
 from hardneg.mining import TripletMiner
 from hardneg.models import EmbeddingNet
 from hardneg.module import MetricLearningModule
+from tests.ddp_helpers import run_ranks
 
 WORLD, CLASSES, K, DIM = 2, 8, 2, 8
 PER_RANK = CLASSES * K // WORLD
@@ -94,19 +94,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    import torch.multiprocessing as mp
-
-    out = tmp_path_factory.mktemp("xbm_ddp")
-    mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_worker, tmp_path_factory.mktemp("xbm_ddp"), WORLD)
 
 
 @pytest.mark.ddp
