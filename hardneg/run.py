@@ -134,7 +134,7 @@ def _after_interruption(stop, cfg: DictConfig) -> int:
 def cli() -> None:
     """``python -m hardneg.run`` / ``hardneg-run``: typos in override keys and group options get
     a "did you mean" and exit code 2 before Hydra starts; the rest is Hydra's ``main``."""
-    from hardneg.validate import check_command_line
+    from hardneg.validate_cli import check_command_line
 
     check_command_line(sys.argv[1:])
     main()
